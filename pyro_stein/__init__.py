@@ -1,0 +1,29 @@
+"""pyro_stein: amortized Stein variational inference for Pyro models.
+
+Quick start::
+
+    import pyro_stein
+    result = pyro_stein.fit(model, x, y)          # Amortized SVGD with defaults
+    draws = result.sample(4000)                   # {site: (4000, *site_shape)}
+"""
+
+from .asvgd import AmortizedSVGD
+from .guides import AutoNeuralSampler
+from .initialization import init_to_feasible, init_to_median, init_to_uniform, init_to_value
+from .kernels import IMQKernel, RBFKernel
+from .fitting import FitResult, fit
+
+__all__ = [
+    "AmortizedSVGD",
+    "AutoNeuralSampler",
+    "FitResult",
+    "IMQKernel",
+    "RBFKernel",
+    "fit",
+    "init_to_feasible",
+    "init_to_median",
+    "init_to_uniform",
+    "init_to_value",
+]
+
+__version__ = "0.1.0"

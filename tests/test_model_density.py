@@ -1,0 +1,247 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions import constraints
+
+from pyro_stein import AutoNeuralSampler
+from pyro_stein.model_density import GuideModelMismatch, UnconstrainedLogDensity
+
+
+def _density(model, *args, **kwargs):
+    guide = AutoNeuralSampler(model, init_scale=1.0)
+    guide(*args, **kwargs)
+    return guide, UnconstrainedLogDensity(model, guide)
+
+
+def _grid_integral(density, dim, lo=-12.0, hi=12.0, points=801):
+    axes = [torch.linspace(lo, hi, points, dtype=torch.float64)] * dim
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, dim)
+    values = torch.cat([density(chunk).exp() for chunk in grid.split(100_000)])
+    cell = ((hi - lo) / (points - 1)) ** dim
+    return (values.sum() * cell).item()
+
+
+@pytest.mark.parametrize(
+    "name,prior,dim,mass",
+    [
+        ("positive", dist.Gamma(2.5, 1.5), 1, 1.0),
+        ("interval", dist.Uniform(-1.0, 3.0), 1, 1.0),
+        ("unit interval", dist.Beta(2.0, 5.0), 1, 1.0),
+        ("simplex", dist.Dirichlet(torch.tensor([1.5, 2.0, 3.0])), 2, 1.0),
+        ("corr_cholesky", dist.LKJCholesky(2, 1.5), 1, 1.0),
+    ],
+)
+def test_change_of_variables_integrates_to_the_prior_mass(name, prior, dim, mass):
+    # exp(log p(T(u)) + log|det J(u)|) integrates to one over unconstrained space only if
+    # the log-Jacobian is right, whatever the constraint.
+    torch.set_default_dtype(torch.float64)
+    prior = prior.expand(prior.batch_shape)
+
+    def model():
+        pyro.sample("x", prior)
+
+    guide, density = _density(model)
+    assert guide.latent_dim == dim
+    assert _grid_integral(lambda z: density(z), dim, points=801 if dim == 1 else 301) == pytest.approx(mass, rel=2e-3)
+
+
+def test_ordered_vector_under_improper_uniform_integrates_correctly():
+    # Two iid N(0, 1) restricted to x1 < x2 have mass 1/2.
+    torch.set_default_dtype(torch.float64)
+
+    def model():
+        x = pyro.sample("x", dist.ImproperUniform(constraints.ordered_vector, (), (2,)))
+        pyro.factor("normal", dist.Normal(0.0, 1.0).log_prob(x).sum(-1))
+
+    _, density = _density(model)
+    assert _grid_integral(lambda z: density(z), 2, lo=-8, hi=8, points=401) == pytest.approx(0.5, rel=2e-3)
+
+
+def _rich_model(data):
+    loc = pyro.sample("loc", dist.Normal(0.0, 2.0))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 0.5))
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(3)))
+    matrix = pyro.sample("matrix", dist.Normal(0.0, 1.0).expand([2, 3]).to_event(2))
+    with pyro.plate("groups", 4, dim=-2):
+        group = pyro.sample("group", dist.Normal(loc, scale))
+        with pyro.plate("members", 3, dim=-1):
+            member = pyro.sample("member", dist.Normal(group, 1.0))
+    pyro.deterministic("total", member.sum((-1, -2)) + (weights * matrix.sum(-2)).sum(-1))
+    with pyro.plate("data", data.shape[-1], dim=-1):
+        pyro.sample("obs", dist.Normal(loc + (weights * matrix.sum(-2)).sum(-1), 1.0), obs=data)
+
+
+def test_vectorized_matches_one_particle_at_a_time():
+    data = torch.randn(5)
+    guide, density = _density(_rich_model, data)
+    z = torch.randn(6, guide.latent_dim)
+    vectorized = density(z, (data,), {})
+    assert density.batching == "plate"
+    looped = density._looped(z, (data,), {})
+    assert torch.allclose(vectorized, looped, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(density._vmapped(z, (data,), {}), looped, rtol=1e-5, atol=1e-4)
+
+
+def test_density_is_prior_plus_likelihood_plus_jacobian():
+    # Hand-written check for a two-site model.
+    y = torch.tensor([0.3, -1.2, 2.0])
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(1.0, 2.0))
+        sigma = pyro.sample("sigma", dist.HalfCauchy(1.0))
+        with pyro.plate("data", 3):
+            pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    guide, density = _density(model, y)
+    z = torch.randn(4, 2)
+    mu, log_sigma = z[:, 0], z[:, 1]
+    sigma = log_sigma.exp()
+    expected = (
+        dist.Normal(1.0, 2.0).log_prob(mu)
+        + dist.HalfCauchy(1.0).log_prob(sigma)
+        + log_sigma
+        + dist.Normal(mu.unsqueeze(-1), sigma.unsqueeze(-1)).log_prob(y).sum(-1)
+    )
+    assert torch.allclose(density(z, (y,), {}), expected, atol=1e-5)
+
+
+def test_subsampled_plate_is_scaled_to_the_full_data():
+    y = torch.randn(100)
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", 100, subsample_size=10) as idx:
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y[idx])
+
+    guide, _ = _density(model, y)
+    density = UnconstrainedLogDensity(model, guide, frozen_subsample=True)
+    z = torch.tensor([[0.4]])
+    value = density(z, (y,), {})
+    idx = density._subsample["data"]
+    expected = dist.Normal(0.0, 1.0).log_prob(z[0, 0]) + 10.0 * dist.Normal(0.4, 1.0).log_prob(y[idx]).sum()
+    assert torch.allclose(value, expected.reshape(1), atol=1e-4)
+    # a frozen subsample is the same on every call
+    assert torch.equal(density(z, (y,), {}), value)
+
+
+def test_model_written_for_one_draw_runs_under_vmap():
+    x = torch.randn(20, 3)
+    y = torch.randn(20)
+
+    def one_draw_model(x, y):
+        beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        with pyro.plate("data", 20):
+            pyro.sample("y", dist.Normal(x @ beta, 1.0), obs=y)
+
+    def broadcasting_model(x, y):
+        beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        with pyro.plate("data", 20):
+            pyro.sample("y", dist.Normal((x * beta).sum(-1), 1.0), obs=y)
+
+    _, density = _density(one_draw_model, x, y)
+    z = torch.randn(5, 3)
+    values = density(z, (x, y), {})
+    assert density.batching == "vmap"
+    _, reference = _density(broadcasting_model, x, y)
+    assert torch.allclose(values, reference(z, (x, y), {}), atol=1e-4)
+    assert reference.batching == "plate"
+
+
+def test_model_with_control_flow_on_latents_falls_back_to_a_loop_with_a_warning():
+    def branching(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        scale = 1.0 if mu.item() > 0 else 2.0  # Python control flow on a latent value
+        pyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+    y = torch.tensor(0.3)
+    _, density = _density(branching, y)
+    z = torch.tensor([[0.5], [-0.5]])
+    with pytest.warns(RuntimeWarning, match="per-particle loop"):
+        values = density(z, (y,), {})
+    assert density.batching == "loop"
+    expected = torch.stack(
+        [dist.Normal(0.0, 1.0).log_prob(m) + dist.Normal(m, 1.0 if m > 0 else 2.0).log_prob(y) for m in z[:, 0]]
+    )
+    assert torch.allclose(values, expected)
+
+
+def test_model_that_silently_mixes_particles_is_caught():
+    # Summing over all dims mixes particles without raising: the probe must notice.
+    def sneaky(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu.sum(), 1.0), obs=y)
+
+    guide, density = _density(sneaky, torch.tensor(0.5))
+    density(torch.randn(4, 1), (torch.tensor(0.5),), {})
+    # the plate evaluation mixes particles and is rejected; vmap keeps them apart
+    assert density.batching == "vmap"
+
+
+def test_guide_built_for_another_model_is_refused():
+    def model_a():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+
+    def model_b():
+        pyro.sample("b", dist.Normal(0.0, 1.0))
+
+    def model_a_wide():
+        pyro.sample("a", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+
+    guide = AutoNeuralSampler(model_a)
+    guide()
+    with pytest.raises(GuideModelMismatch, match="'b'.*'a'|another model"):
+        UnconstrainedLogDensity(model_b, guide).setup((), {})
+    with pytest.raises(GuideModelMismatch, match="Site 'a' differs"):
+        UnconstrainedLogDensity(model_a_wide, guide).setup((), {})
+
+
+def test_numpy_data_and_non_tensor_obs_are_refused():
+    np = pytest.importorskip("numpy")
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    guide = AutoNeuralSampler(model)
+    guide(torch.zeros(3))
+    with pytest.raises(TypeError, match="positional argument 0 is a numpy.ndarray"):
+        UnconstrainedLogDensity(model, guide).setup((np.zeros(3),), {})
+
+    def list_obs_model():
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=[1.0])  # not a tensor
+
+    guide = AutoNeuralSampler(list_obs_model)
+    with pytest.raises((TypeError, ValueError), match="'y'|Tensor"):
+        guide()
+        UnconstrainedLogDensity(list_obs_model, guide).setup((), {})
+
+
+def test_deterministic_sites_do_not_change_the_density():
+    def with_det():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        pyro.deterministic("x2", x**2)
+
+    def without():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    z = torch.randn(5, 1)
+    _, a = _density(with_det)
+    _, b = _density(without)
+    assert torch.allclose(a(z), b(z))
+    assert torch.allclose(a(z), dist.Normal(0.0, 1.0).log_prob(z[:, 0]))
+
+
+def test_non_finite_terms_are_named():
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        pyro.factor("broken", torch.where(x > 0, torch.tensor(float("nan")), torch.tensor(0.0)))
+
+    guide, density = _density(model)
+    assert density.non_finite_sites(torch.tensor([1.0])) == ["broken"]
+    assert density.non_finite_sites(torch.tensor([-1.0])) == []
+    assert math.isnan(density(torch.tensor([[1.0]]))[0].item())
