@@ -7,6 +7,7 @@ Quick start::
     draws = result.sample(4000)                   # {site: (4000, *site_shape)}
 """
 
+from . import constraints as _constraints  # noqa: F401  (registers biject_to rules)
 from .asvgd import AmortizedSVGD
 from .guides import AutoNeuralSampler
 from .initialization import init_to_feasible, init_to_median, init_to_uniform, init_to_value

@@ -33,7 +33,20 @@ from .kernels import RadialKernel, RBFKernel
 from .model_density import BATCHING, PARTICLE_PLATE, UnconstrainedLogDensity
 from .stein import kernel_gram, squared_ksd, stein_direction
 
-__all__ = ["AmortizedSVGD"]
+__all__ = ["AmortizedSVGD", "DEFAULT_BANDWIDTH_FACTOR"]
+
+#: The default kernel's bandwidth, as a multiple of Liu & Wang's median heuristic.  Wider
+#: than theirs because every batch here is a fresh i.i.d. draw: the kernel then weights
+#: the population direction rather than balancing a fixed particle set, and a local kernel
+#: biases the fixed point where the sampler cannot represent the posterior exactly
+#: (docs/defaults.md has the measurements).
+DEFAULT_BANDWIDTH_FACTOR = 3.0
+
+#: How hard particles where the log density is not finite are pulled back towards the valid
+#: ones (a multiple of a mean-shift step).  At 1 a sampler next to a hard wall
+#: (``pyro.factor(..., -inf)`` outside a region) kept about 20% of its draws beyond it; at
+#: 10 none (docs/defaults.md).
+INVALID_PULL = 10.0
 
 
 class AmortizedSVGD(ELBO):
@@ -49,8 +62,9 @@ class AmortizedSVGD(ELBO):
     :attr:`diagnostics`.
 
     Particles where the log density or its gradient is NaN or infinite are taken out of
-    the empirical measure (they exert no force and do not set the bandwidth) and are moved
-    by the field of the valid particles; their fraction is reported in
+    the empirical measure (they exert no force and do not set the bandwidth) and are
+    pulled back towards the valid particles, which moves the sampler's mass out of the
+    region where the model is undefined; their fraction is reported in
     ``diagnostics["invalid_fraction"]`` and a warning is issued the first time it happens.
 
     If the model has parameters (``pyro.param`` / ``pyro.module``), they receive the
@@ -59,8 +73,9 @@ class AmortizedSVGD(ELBO):
     Bayes).
 
     Args:
-        kernel: a radial kernel; default :class:`~pyro_stein.kernels.RBFKernel` with the
-            median heuristic.
+        kernel: a radial kernel; default ``RBFKernel(bandwidth_factor=3.0)``: the median
+            heuristic widened threefold, which lets each particle's direction average over
+            more neighbours (see ``docs/defaults.md``).
         num_particles: particles per step, at least 2.
         leave_one_out: drop each particle's interaction with itself (see
             :func:`pyro_stein.stein.stein_direction`).
@@ -107,7 +122,7 @@ class AmortizedSVGD(ELBO):
         if recenter_every < 0:
             raise ValueError(f"recenter_every must be >= 0, got {recenter_every!r}")
         super().__init__(num_particles=num_particles, vectorize_particles=True)
-        self.kernel = kernel if kernel is not None else RBFKernel()
+        self.kernel = kernel if kernel is not None else RBFKernel(bandwidth_factor=DEFAULT_BANDWIDTH_FACTOR)
         self.leave_one_out = leave_one_out
         self.precondition = precondition
         self.recenter_every = recenter_every
@@ -185,23 +200,14 @@ class AmortizedSVGD(ELBO):
                 "large for this model."
             )
 
-        with torch.enable_grad():
-            z = particles.detach().requires_grad_(True)
-            log_p = density(z, args, kwargs)
-            valid = torch.isfinite(log_p)
-            if valid.sum() < 2:
-                self._raise_all_invalid(density, z, valid, args, kwargs)
-            (scores,) = torch.autograd.grad(
-                log_p[valid].sum(), z, retain_graph=density.has_model_params
-            )
-        valid = valid & torch.isfinite(scores).all(-1)
-        if valid.sum() < 2:
-            self._raise_all_invalid(density, z, valid, args, kwargs)
+        log_p, scores, valid = self._scores(density, particles, args, kwargs)
 
         whitened, scale_tril = self._whitening(guide, particles)
         white_scores = scores if scale_tril is None else scores @ scale_tril
         gram = kernel_gram(whitened.detach(), self.kernel, valid)
-        direction = stein_direction(white_scores, gram, leave_one_out=self.leave_one_out)
+        direction = stein_direction(
+            white_scores, gram, leave_one_out=self.leave_one_out, invalid_pull=INVALID_PULL
+        )
         sq_ksd = squared_ksd(white_scores, gram)
 
         surrogate = -(whitened * direction).sum() / self.num_particles
@@ -211,14 +217,34 @@ class AmortizedSVGD(ELBO):
         # Value: the monitored discrepancy.  Gradient: the Stein update.
         return surrogate + (sq_ksd - surrogate).detach()
 
+    def _scores(
+        self, density: UnconstrainedLogDensity, particles: Tensor, args: tuple, kwargs: dict
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Log density, score and validity (both finite) of each particle."""
+        with torch.enable_grad():
+            z = particles.detach().requires_grad_(True)
+            log_p = density(z, args, kwargs)
+            valid = torch.isfinite(log_p)
+            if valid.sum() < 2:
+                self._raise_all_invalid(density, z, valid, args, kwargs)
+            (scores,) = torch.autograd.grad(log_p[valid].sum(), z, retain_graph=density.has_model_params)
+        valid = valid & torch.isfinite(scores).all(-1)
+        if valid.sum() < 2:
+            self._raise_all_invalid(density, z, valid, args, kwargs)
+        return log_p, scores, valid
+
     def _record(self, valid: Tensor, direction: Tensor, bandwidth: Tensor, sq_ksd: Tensor) -> None:
         invalid_fraction = 1.0 - valid.float().mean().item()
         if invalid_fraction > 0 and not self._warned_invalid:
             self._warned_invalid = True
             warnings.warn(
                 f"{invalid_fraction:.0%} of the particles at step {self.num_steps} have a "
-                "non-finite log density or gradient; they exert no force and are moved by "
-                "the others (see diagnostics['invalid_fraction']).",
+                "non-finite log density or gradient; they exert no force and are pulled back "
+                "towards the others (see diagnostics['invalid_fraction']). If the model "
+                "restricts a latent with a hard wall (a log density of -inf outside a "
+                "region), Stein methods are biased next to the wall: give the site a "
+                "constrained support instead (a positive or interval distribution, or "
+                "ImproperUniform with that support).",
                 RuntimeWarning,
                 stacklevel=4,
             )

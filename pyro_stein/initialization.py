@@ -125,13 +125,14 @@ def find_mode(log_density: BatchedLogDensity, init: Tensor, *, max_iter: int = 5
     best = {"value": math.inf, "point": init.detach().clone()}
 
     def closure() -> Tensor:
-        optimizer.zero_grad()
         value = -log_density(z.unsqueeze(0))[0]
         if not torch.isfinite(value):
             # An infinite objective makes the line search shrink its step.
             z.grad = torch.zeros_like(z)
             return value.detach().new_tensor(math.inf)
-        value.backward()
+        # autograd.grad, not backward(): the model's own parameters must not collect
+        # gradients from the initialisation.
+        (z.grad,) = torch.autograd.grad(value, z)
         if not torch.isfinite(z.grad).all():
             z.grad = torch.zeros_like(z)
             return value.detach().new_tensor(math.inf)

@@ -99,17 +99,23 @@ def _source_weights(gram: KernelGram, leave_one_out: bool) -> Tensor:
     return weights
 
 
-def stein_direction(scores: Tensor, gram: KernelGram, *, leave_one_out: bool = True) -> Tensor:
+def stein_direction(
+    scores: Tensor, gram: KernelGram, *, leave_one_out: bool = True, invalid_pull: float = 1.0
+) -> Tensor:
     """The Stein variational direction at every particle of ``gram``.
 
-    Invalid particles (``gram.valid``) are moved by the field of the valid ones: they
-    are targets, not sources.
+    Invalid particles (``gram.valid`` false: the log density is not finite there) exert
+    no force.  They are evidence that the sampler puts mass where the posterior has none,
+    so each is pulled towards the kernel-weighted mean of the valid particles (a
+    mean-shift step) instead of being moved by their field, which beside a hard wall
+    would push it further out.
 
     Args:
         scores: ``(N, D)``, ``grad log p`` at each particle; rows of invalid particles are
             ignored (they may be NaN).
         gram: the kernel on these particles, from :func:`kernel_gram`.
         leave_one_out: skip the self-interaction ``j = i`` (see the module docstring).
+        invalid_pull: multiplies the mean-shift step of invalid particles.
 
     Returns:
         ``(N, D)``: the direction in which to move each particle.
@@ -132,7 +138,17 @@ def stein_direction(scores: Tensor, gram: KernelGram, *, leave_one_out: bool = T
     repulsion = 2.0 * (g1 @ x - g1.sum(-1, keepdim=True) * x)
     drive = k @ safe_scores
     num_sources = weights.sum(-1, keepdim=True).clamp_min(1.0)
-    return (drive + repulsion) / num_sources
+    direction = (drive + repulsion) / num_sources
+    if bool(gram.valid.all()):
+        return direction
+    # Mean shift for the invalid ones; a particle too far for any kernel weight goes
+    # towards the plain mean of the valid particles.
+    pull_weights = gram.profile.value * gram.valid.to(x.dtype)
+    total = pull_weights.sum(-1, keepdim=True)
+    far = total <= torch.finfo(x.dtype).tiny
+    pull_weights = torch.where(far, gram.valid.to(x.dtype).expand_as(pull_weights), pull_weights)
+    target = (pull_weights @ x) / pull_weights.sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return torch.where(gram.valid.unsqueeze(-1), direction, invalid_pull * (target - x))
 
 
 def squared_ksd(scores: Tensor, gram: KernelGram) -> Tensor:

@@ -233,19 +233,25 @@ def test_model_parameters_get_the_marginal_likelihood_gradient():
     assert pyro.param("m").item() == pytest.approx(y.mean().item(), abs=0.1)
 
 
-def test_particles_with_a_non_finite_density_are_handled():
-    # Half-normal written as a normal with a hard wall: particles beyond it get -inf.
+def test_particles_with_a_non_finite_density_are_pulled_back():
+    # A normal cut at a hard wall: particles beyond it get -inf.  Beside the wall the
+    # valid particles' scores point outwards, so the sampler must be held back by the
+    # invalid ones, not pushed further out.
     def model():
         x = pyro.sample("x", dist.Normal(0.0, 1.0))
         pyro.factor("wall", torch.where(x < 0.0, torch.tensor(float("-inf")), torch.tensor(0.0)))
 
-    guide = AutoNeuralSampler(model, init_scale=1.0)
-    engine = AmortizedSVGD(num_particles=128)
-    with pytest.warns(RuntimeWarning, match="non-finite log density"):
-        result = pyro_stein.fit(model, guide=guide, engine=engine, num_steps=400, seed=0, progress=False)
+    guide = AutoNeuralSampler(model)
+    with pytest.warns(RuntimeWarning, match="non-finite log density.*hard wall"):
+        result = pyro_stein.fit(model, guide=guide, seed=0, progress=False)
     assert max(result.history["invalid_fraction"]) > 0.05
     assert all(torch.isfinite(p).all() for p in guide.parameters())
-    assert result.history["invalid_fraction"][-1] < max(result.history["invalid_fraction"])
+    # Nearly all draws stay inside the support.  The sampler hugs the wall (Stein
+    # methods are biased next to hard walls, as the warning says), and averaging the
+    # parameters of iterates that straddle it leaks a few percent across.
+    draws = result.sample(NUM_DRAWS)["x"]
+    assert (draws < 0).float().mean() < 0.05
+    assert draws.mean() > 0.5
 
 
 def test_all_particles_invalid_is_an_error_naming_the_site():

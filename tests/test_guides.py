@@ -222,3 +222,13 @@ def test_bad_arguments():
         AutoNeuralSampler(model, init_scale=-1.0)
     with pytest.raises(ValueError, match="hidden_dims"):
         AutoNeuralSampler(model, hidden_dims=(0,))
+
+
+def test_initialisation_leaves_no_gradient_on_model_parameters():
+    def model():
+        m = pyro.param("m", torch.tensor(0.5))
+        pyro.sample("x", dist.Normal(m, 1.0))
+
+    AutoNeuralSampler(model)()
+    grad = pyro.param("m").unconstrained().grad
+    assert grad is None or (grad == 0).all()

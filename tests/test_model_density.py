@@ -245,3 +245,24 @@ def test_non_finite_terms_are_named():
     assert density.non_finite_sites(torch.tensor([1.0])) == ["broken"]
     assert density.non_finite_sites(torch.tensor([-1.0])) == []
     assert math.isnan(density(torch.tensor([[1.0]]))[0].item())
+
+
+def test_mixture_priors_get_their_components_support():
+    torch.set_default_dtype(torch.float64)
+    mixture = dist.MixtureSameFamily(
+        dist.Categorical(torch.tensor([0.3, 0.7])), dist.Gamma(torch.tensor([2.0, 9.0]), torch.tensor([1.0, 2.0]))
+    )
+
+    def model():
+        pyro.sample("x", mixture)
+
+    guide, density = _density(model)
+    assert _grid_integral(lambda z: density(z), 1) == pytest.approx(1.0, rel=2e-3)
+    draws = guide.sample_posterior(100)["x"]
+    assert (draws > 0).all()
+
+    uneven = dist.MixtureSameFamily(
+        dist.Categorical(torch.tensor([0.5, 0.5])), dist.Uniform(torch.tensor([0.0, 5.0]), torch.tensor([1.0, 6.0]))
+    )
+    with pytest.raises(NotImplementedError, match="different supports"):
+        torch.distributions.biject_to(uneven.support)

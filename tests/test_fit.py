@@ -1,0 +1,118 @@
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro.infer import SVI
+
+import pyro_stein
+from pyro_stein import AmortizedSVGD, AutoNeuralSampler
+
+
+def model(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+Y = torch.tensor([1.2, 0.4, 2.2, 1.9, 0.8, 1.5])
+
+
+def test_fit_returns_guide_history_and_draws():
+    result = pyro_stein.fit(model, Y, num_steps=60, seed=0, progress=False)
+    assert isinstance(result.guide, AutoNeuralSampler)
+    assert isinstance(result.engine, AmortizedSVGD)
+    assert result.num_steps == 60
+    assert set(result.history) == {"squared_ksd", "stein_force", "bandwidth", "invalid_fraction"}
+    assert all(len(values) == 60 for values in result.history.values())
+    draws = result.sample(11)
+    assert draws["mu"].shape == (11,) and draws["sigma"].shape == (11,)
+    assert (draws["sigma"] > 0).all()
+    predictive = result.predictive(5)
+    assert predictive["y"].shape == (5, len(Y))
+    assert result.seconds > 0
+
+
+def test_fit_leaves_the_global_param_store_alone():
+    pyro.param("users_own_param", torch.tensor(3.0))
+    pyro_stein.fit(model, Y, num_steps=5, seed=0, progress=False)
+    assert set(pyro.get_param_store().keys()) == {"users_own_param"}
+
+
+def interrupt_at_step(monkeypatch, step_number):
+    """Make the step_number-th SVI step raise KeyboardInterrupt half-way through (after
+    drawing random numbers), as Ctrl-C would."""
+    original = SVI.step
+    calls = {"count": 0}
+
+    def step(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == step_number:
+            torch.randn(5)
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SVI, "step", step)
+
+
+def _state(result):
+    return {k: v.clone() for k, v in result.guide.state_dict().items()}
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_exactly(tmp_path, monkeypatch):
+    straight = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False)
+
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as patch:
+        interrupt_at_step(patch, 71)
+        with pytest.warns(RuntimeWarning, match="interrupted after 70 of 120 steps.*resume"):
+            partial = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False, checkpoint=path)
+    assert partial.num_steps == 70 and path.exists()
+
+    # a new process: a new guide, another seed; the checkpoint decides everything
+    resumed = pyro_stein.fit(model, Y, num_steps=120, seed=123, progress=False, checkpoint=path)
+    assert resumed.num_steps == 120
+    assert resumed.history == straight.history
+    straight_state, resumed_state = _state(straight), _state(resumed)
+    assert straight_state.keys() == resumed_state.keys()
+    for name, value in straight_state.items():
+        assert torch.equal(value, resumed_state[name]), name
+
+
+def test_interrupt_without_checkpoint_returns_the_partial_result(monkeypatch):
+    interrupt_at_step(monkeypatch, 40)
+    with pytest.warns(RuntimeWarning, match="interrupted after 39 of 100 steps"):
+        result = pyro_stein.fit(model, Y, num_steps=100, seed=0, progress=False)
+    assert result.num_steps == 39
+    assert result.sample(3)["mu"].shape == (3,)
+
+
+def test_a_checkpoint_from_another_model_is_refused(tmp_path):
+    path = tmp_path / "other.ckpt"
+
+    def other(y):
+        pyro.sample("a", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+
+    pyro_stein.fit(other, Y, num_steps=3, seed=0, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match="other.ckpt"):
+        pyro_stein.fit(model, Y, num_steps=3, seed=0, progress=False, checkpoint=path)
+
+
+def test_bad_fit_arguments():
+    np = pytest.importorskip("numpy")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        pyro_stein.fit(model, Y, engine="magic", progress=False)
+    with pytest.raises(ValueError, match="num_steps"):
+        pyro_stein.fit(model, Y, num_steps=-1, progress=False)
+    with pytest.raises(TypeError, match="pyro.optim"):
+        pyro_stein.fit(model, Y, optim=torch.optim.Adam, progress=False)
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        pyro_stein.fit(model, np.asarray(Y), num_steps=2, progress=False)
+
+
+def test_progress_bar_is_shown_on_request(capsys):
+    pyro_stein.fit(model, Y, num_steps=30, seed=0, progress=True)
+    assert "pyro_stein.fit" in capsys.readouterr().err
+    pyro_stein.fit(model, Y, num_steps=30, seed=0, progress=False)
+    assert capsys.readouterr().err == ""
