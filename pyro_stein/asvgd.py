@@ -154,7 +154,10 @@ class AmortizedSVGD(ELBO):
         if guide.prototype_trace is None:
             with poutine.block():
                 guide(*args, **kwargs)
-        density = UnconstrainedLogDensity(model, guide, batching=self.batching)
+        batching = self.batching
+        if batching == "auto":  # the guide has already probed the model (AutoNeuralSampler)
+            batching = getattr(guide, "batching", "auto")
+        density = UnconstrainedLogDensity(model, guide, batching=batching)
         density.setup(args, kwargs)
         self._density, self._density_key = density, key
         return density
@@ -167,28 +170,35 @@ class AmortizedSVGD(ELBO):
         self.num_steps = int(state["num_steps"])
 
     # ------------------------------------------------------------------ a step
-    def _particles(self, guide: AutoContinuous, num_plates: int, args: tuple, kwargs: dict) -> Tensor:
+    def _particles(self, guide: AutoContinuous, num_plates: int, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor | None]:
+        """The particle batch and, where the guide computes them, its whitened coordinates."""
         if hasattr(guide, "rsample_latent_batch"):
-            return guide.rsample_latent_batch(self.num_particles)
+            return guide.rsample_latent_batch(self.num_particles, return_whitened=True)
         with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-(num_plates + 1)):
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         latent = guide_trace.nodes[f"_{guide._pyro_name}_latent"]["value"]
-        return latent.reshape(self.num_particles, guide.latent_dim)
+        return latent.reshape(self.num_particles, guide.latent_dim), None
 
-    def _whitening(self, guide: AutoContinuous, particles: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _whitening(
+        self, guide: AutoContinuous, particles: Tensor, whitened: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The coordinates the kernel works in, and the scale ``L`` that maps them back."""
         preconditioner = getattr(guide, "preconditioner", None) if self.precondition else None
         if preconditioner is None:
             return particles, None
         loc, scale_tril = preconditioner
-        whitened = torch.linalg.solve_triangular(scale_tril, (particles - loc).T, upper=False).T
+        if whitened is None:
+            whitened = torch.linalg.solve_triangular(scale_tril, (particles - loc).T, upper=False).T
         return whitened, scale_tril
 
     def differentiable_loss(self, model: Callable, guide: AutoContinuous, *args: Any, **kwargs: Any) -> Tensor:
         """A scalar whose gradient is minus the amortized SVGD update of the guide's
         parameters (and minus the mean log joint's gradient for model parameters), and
-        whose value is the squared-KSD estimate.  For PyTorch-style training loops."""
+        whose value is the squared-KSD estimate.  For PyTorch-style training loops, which
+        then also own re-centring: call ``guide.recenter()`` every ``recenter_every`` steps
+        (:meth:`loss_and_grads`, which ``SVI`` uses, does it)."""
         density = self.setup(model, guide, *args, **kwargs)
-        particles = self._particles(guide, density.max_plate_nesting, args, kwargs)
+        particles, whitened = self._particles(guide, density.max_plate_nesting, args, kwargs)
         if torch.is_grad_enabled() and not particles.requires_grad:
             raise ValueError(
                 "The guide's latent draws do not depend on any trainable parameter "
@@ -202,7 +212,7 @@ class AmortizedSVGD(ELBO):
 
         log_p, scores, valid = self._scores(density, particles, args, kwargs)
 
-        whitened, scale_tril = self._whitening(guide, particles)
+        whitened, scale_tril = self._whitening(guide, particles, whitened)
         white_scores = scores if scale_tril is None else scores @ scale_tril
         gram = kernel_gram(whitened.detach(), self.kernel, valid)
         direction = stein_direction(
@@ -221,16 +231,11 @@ class AmortizedSVGD(ELBO):
         self, density: UnconstrainedLogDensity, particles: Tensor, args: tuple, kwargs: dict
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Log density, score and validity (both finite) of each particle."""
-        with torch.enable_grad():
-            z = particles.detach().requires_grad_(True)
-            log_p = density(z, args, kwargs)
-            valid = torch.isfinite(log_p)
-            if valid.sum() < 2:
-                self._raise_all_invalid(density, z, valid, args, kwargs)
-            (scores,) = torch.autograd.grad(log_p[valid].sum(), z, retain_graph=density.has_model_params)
-        valid = valid & torch.isfinite(scores).all(-1)
+        log_p, scores, valid = density.log_prob_and_score(
+            particles, args, kwargs, retain_graph=density.has_model_params
+        )
         if valid.sum() < 2:
-            self._raise_all_invalid(density, z, valid, args, kwargs)
+            self._raise_all_invalid(density, particles, valid, args, kwargs)
         return log_p, scores, valid
 
     def _record(self, valid: Tensor, direction: Tensor, bandwidth: Tensor, sq_ksd: Tensor) -> None:
@@ -246,14 +251,12 @@ class AmortizedSVGD(ELBO):
                 "constrained support instead (a positive or interval distribution, or "
                 "ImproperUniform with that support).",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=5,  # _record < differentiable_loss < loss_and_grads < SVI.step < caller
             )
-        self.diagnostics = {
-            "squared_ksd": sq_ksd.item(),
-            "stein_force": direction[valid].pow(2).sum(-1).mean().item(),
-            "bandwidth": bandwidth.item(),
-            "invalid_fraction": invalid_fraction,
-        }
+        # One transfer for all figures (they may live on an accelerator).
+        figures = torch.stack([sq_ksd.detach(), direction[valid].pow(2).sum(-1).mean(), bandwidth]).tolist()
+        self.diagnostics = dict(zip(("squared_ksd", "stein_force", "bandwidth"), figures))
+        self.diagnostics["invalid_fraction"] = invalid_fraction
 
     @staticmethod
     def _raise_all_invalid(density, z, valid, args, kwargs) -> None:
@@ -279,7 +282,7 @@ class AmortizedSVGD(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         self.num_steps += 1
-        return loss.item()
+        return self.diagnostics["squared_ksd"]
 
     def _recenter_due(self) -> bool:
         every = self.recenter_every

@@ -23,6 +23,7 @@ means the same thing for a latent with posterior scale 1e-3 as for one with scal
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -193,13 +194,19 @@ class AutoNeuralSampler(AutoContinuous):
             self._raise_for_discrete_sites(error)
             raise
         self._refuse_subsampled_local_latents()
-        prototype = next(iter(self.prototype_trace.iter_stochastic_nodes()))[1]["value"]
-        self._dtype, self._device = prototype.dtype, prototype.device
+        values = [site["value"] for _, site in self.prototype_trace.iter_stochastic_nodes()]
+        # Shape-based initial values (ImproperUniform) carry the default dtype: the sampler
+        # follows the widest dtype among the sites, so a float64 model trains in float64.
+        self._dtype = functools.reduce(torch.promote_types, (v.dtype for v in values))
+        self._device = values[0].device
         self._plate_depth = max_plate_nesting(self.prototype_trace)
         density = UnconstrainedLogDensity(self.model, self, frozen_subsample=True)
         with poutine.block():  # initialisation runs the model; none of it is a step
             start = self._feasible_start(density, args, kwargs)
             loc, scale_tril = self._initial_preconditioner(density, start, args, kwargs)
+        #: How the model was found to batch over particles ("plate", "vmap" or "loop");
+        #: the engine reuses it rather than probe the model again.
+        self.batching = density.batching
         self.register_buffer("precond_loc", loc)
         self.register_buffer("precond_scale_tril", scale_tril)
         self._build_network()
@@ -229,12 +236,12 @@ class AutoNeuralSampler(AutoContinuous):
                     )
 
     def _feasible_start(self, density: UnconstrainedLogDensity, args: tuple, kwargs: dict) -> Tensor:
-        start = self._init_loc().detach()
-        if _finite_with_gradient(density, start.unsqueeze(0), args, kwargs).all():
+        start = self._init_loc().detach().to(self._dtype)
+        if density.log_prob_and_score(start.unsqueeze(0), args, kwargs)[2].all():
             return start
         culprits = density.non_finite_sites(start, args, kwargs)
         candidates = (2 * torch.rand(_NUM_INIT_ATTEMPTS, self.latent_dim, dtype=self._dtype, device=self._device) - 1) * 2.0
-        finite = _finite_with_gradient(density, candidates, args, kwargs)
+        finite = density.log_prob_and_score(candidates, args, kwargs)[2]
         if not finite.any():
             raise ValueError(
                 "The model's log density is not finite at the initial value, nor at "
@@ -295,9 +302,14 @@ class AutoNeuralSampler(AutoContinuous):
     def _scale_tril(self) -> Tensor:
         return self.scale_offdiag.tril(-1) + torch.diag_embed(self.log_scale_diag.exp())
 
-    def _transform_noise(self, noise: Tensor) -> Tensor:
+    def _whitened(self, noise: Tensor) -> Tensor:
         base = noise if self.residual is None else noise + self.residual(noise)
-        whitened = self.loc + base @ self._scale_tril().T
+        return self.loc + base @ self._scale_tril().T
+
+    def _transform_noise(self, noise: Tensor) -> Tensor:
+        return self._unwhiten(self._whitened(noise))
+
+    def _unwhiten(self, whitened: Tensor) -> Tensor:
         return self.precond_loc + whitened @ self.precond_scale_tril.T
 
     def get_posterior(self, *args, **kwargs) -> ImplicitLatent:
@@ -309,27 +321,35 @@ class AutoNeuralSampler(AutoContinuous):
         """``(m, L)``: whitened coordinates are ``L^{-1} (z - m)``."""
         return self.precond_loc, self.precond_scale_tril
 
-    def rsample_latent_batch(self, num_samples: int) -> Tensor:
+    def rsample_latent_batch(self, num_samples: int, *, return_whitened: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """``num_samples`` reparameterized latent vectors ``(num_samples, D)``, differentiable
         in the guide's parameters, which are read through ``pyro.param`` so that
         ``SVI`` (and any ``poutine.trace(param_only=True)``) sees them.
 
         This is what :class:`~pyro_stein.AmortizedSVGD` trains; it skips building the
         per-site values that a full guide run would.
+
+        Args:
+            num_samples: number of draws.
+            return_whitened: also return the draws' whitened coordinates
+                ``L^{-1}(z - m)`` (see :attr:`preconditioner`), computed on the way rather
+                than by a triangular solve.
+
+        Returns:
+            ``z`` of shape ``(num_samples, D)``, or ``(z, w)`` with ``return_whitened``.
         """
         if self.prototype_trace is None:
             raise RuntimeError("the guide is not set up yet: call it (or train it) first")
         noise = torch.randn(num_samples, self.latent_dim, dtype=self._dtype, device=self._device)
         with self._pyro_context:
-            return self._transform_noise(noise)
+            whitened = self._whitened(noise)
+        latent = self._unwhiten(whitened)
+        return (latent, whitened) if return_whitened else latent
 
     @torch.no_grad()
     def sample_latent_batch(self, num_samples: int) -> Tensor:
         """``num_samples`` unconstrained latent vectors, shape ``(num_samples, D)``."""
-        if self.prototype_trace is None:
-            raise RuntimeError("the guide is not set up yet: call it (or train it) first")
-        noise = torch.randn(num_samples, self.latent_dim, dtype=self._dtype, device=self._device)
-        return self._transform_noise(noise)
+        return self.rsample_latent_batch(num_samples)
 
     @torch.no_grad()
     def recenter(self, num_samples: int | None = None) -> None:
@@ -378,16 +398,17 @@ class AutoNeuralSampler(AutoContinuous):
             ``{site: tensor of shape (num_samples, *site_shape)}``, the site shape being the
             one the model uses (no plate padding).
         """
-        latent = self.sample_latent_batch(num_samples)
+        return self._constrained_batch(self.sample_latent_batch(num_samples))
+
+    def _constrained_batch(self, latent: Tensor) -> dict[str, Tensor]:
+        """``{site: (n, *site_shape)}`` for a batch of latent vectors ``(n, D)``."""
+        num = latent.shape[0]
         # _unpack_latent aligns batch dims to the right: pad them to the plates' depth.
-        latent = latent.reshape((num_samples,) + (1,) * self._plate_depth + (self.latent_dim,))
+        latent = latent.reshape((num,) + (1,) * self._plate_depth + (self.latent_dim,))
         return {
-            name: value.reshape((num_samples,) + self._site_shape(name))
+            name: value.reshape((num,) + self.prototype_trace.nodes[name]["value"].shape)
             for name, value in self._site_values(latent).items()
         }
-
-    def _site_shape(self, name: str) -> torch.Size:
-        return self.prototype_trace.nodes[name]["value"].shape
 
     @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float] | Tensor, *args, **kwargs) -> dict[str, Tensor]:
@@ -405,31 +426,10 @@ class AutoNeuralSampler(AutoContinuous):
         if q.dim() != 1 or ((q < 0) | (q > 1)).any():
             raise ValueError(f"quantiles must be a list of numbers in [0, 1], got {quantiles!r}")
         latent = self.sample_latent_batch(self.num_summary_samples)
-        latent_quantiles = torch.quantile(latent, q, dim=0)
-        result: dict[str, list[Tensor]] = {}
-        for row in latent_quantiles:
-            for name, value in self._site_values(row).items():
-                result.setdefault(name, []).append(value)
-        return {name: torch.stack(values) for name, values in result.items()}
+        return self._constrained_batch(torch.quantile(latent, q, dim=0))
 
     @torch.no_grad()
     def median(self, *args, **kwargs) -> dict[str, Tensor]:
         """Posterior median of every latent site (see :meth:`quantiles`)."""
         return {name: value[0] for name, value in self.quantiles([0.5]).items()}
-
-
-def _finite_with_gradient(
-    density: UnconstrainedLogDensity, latent: Tensor, args: tuple, kwargs: dict
-) -> Tensor:
-    """Which rows of ``latent`` have a finite log density and a finite gradient."""
-    z = latent.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        log_p = density(z, args, kwargs)
-        finite = torch.isfinite(log_p)
-        if not finite.any():
-            return finite
-        (grad,) = torch.autograd.grad(log_p[finite].sum(), z, allow_unused=True)
-    if grad is None:
-        return finite
-    return finite & torch.isfinite(grad).all(-1)
 

@@ -4,8 +4,9 @@ Per-site strategies follow :mod:`pyro.infer.autoguide.initialization`, but never
 from a distribution that cannot be sampled (``ImproperUniform``): they build values from
 the site's shape and support instead.
 
-:func:`find_mode` and :func:`laplace_scale_tril` work on any batched log density
-``(N, D) -> (N,)`` and hold no Pyro.
+:func:`find_mode`, :func:`laplace_approximation` and :func:`negative_hessian` work on any
+batched log density ``(N, D) -> (N,)``, :func:`laplace_scale_tril` on a precision matrix;
+none of them holds Pyro.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def init_to_median(site: dict | None = None, num_samples: int = 15):
     autoguides); fall back to :func:`init_to_feasible` where the prior cannot be sampled
     or is multivariate."""
     if site is None:
-        return init_to_median
+        return functools.partial(init_to_median, num_samples=num_samples)
     try:
         return pyro_init.init_to_median(site, num_samples=num_samples, fallback=init_to_feasible)
     except NotImplementedError:

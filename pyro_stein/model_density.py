@@ -295,6 +295,30 @@ class UnconstrainedLogDensity:
         with pyro.validation_enabled(False):
             return evaluate(latent, args, kwargs)
 
+    def log_prob_and_score(
+        self, latent: Tensor, args: tuple = (), kwargs: dict | None = None, *, retain_graph: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Log density, its gradient (the score) and validity at each row of ``latent``.
+
+        Args:
+            latent: ``(N, D)``.
+            retain_graph: keep the log density's graph, e.g. to back-propagate it into the
+                model's parameters afterwards.
+
+        Returns:
+            ``(log_p, score, valid)`` of shapes ``(N,)``, ``(N, D)``, ``(N,)``: ``valid`` marks
+            the rows where both the log density and the score are finite; the score of the
+            other rows is not meaningful.
+        """
+        with torch.enable_grad():
+            z = latent.detach().requires_grad_(True)
+            log_p = self(z, args, kwargs)
+            valid = torch.isfinite(log_p)
+            (score,) = torch.autograd.grad(log_p[valid].sum(), z, retain_graph=retain_graph, allow_unused=True)
+        if score is None:  # no latent enters the log density
+            score = torch.zeros_like(z)
+        return log_p, score, valid & torch.isfinite(score).all(-1)
+
     def _model(self) -> Callable[..., Any]:
         if self._subsample:
             return poutine.condition(self.model, data=self._subsample)

@@ -298,3 +298,22 @@ def test_seeded_runs_are_reproducible():
     pyro.set_rng_seed(1)
     b = runs[1].sample(10)["x"]
     assert torch.equal(a, b)
+
+
+def test_a_model_that_needs_a_loop_is_probed_once():
+    import warnings
+
+    def branching(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        scale = 1.0 if mu.item() > 0 else 2.0  # Python control flow on a latent value
+        pyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+    y = torch.tensor(0.3)
+    engine = AmortizedSVGD(num_particles=4)
+    svi = SVI(branching, AutoNeuralSampler(branching), pyro.optim.Adam({"lr": 1e-3}), loss=engine)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        svi.step(y)
+        svi.step(y)
+    assert sum("per-particle loop" in str(w.message) for w in caught) == 1
+    assert engine._density.batching == "loop"

@@ -232,3 +232,34 @@ def test_initialisation_leaves_no_gradient_on_model_parameters():
     AutoNeuralSampler(model)()
     grad = pyro.param("m").unconstrained().grad
     assert grad is None or (grad == 0).all()
+
+
+def test_a_float64_model_trains_in_float64_even_if_a_site_has_no_parameters():
+    # ImproperUniform carries no tensor to take a dtype from; the rest of the model is float64.
+    y = torch.tensor([1.0, 2.0], dtype=torch.float64)
+
+    def model(y):
+        x = pyro.sample("x", dist.ImproperUniform(constraints.positive, (), (2,)))
+        s = pyro.sample("s", dist.HalfNormal(torch.tensor(1.0, dtype=torch.float64)))
+        pyro.sample("y", dist.Normal(x, s).to_event(1), obs=y)
+
+    guide = AutoNeuralSampler(model)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=AmortizedSVGD(num_particles=8))
+    svi.step(y)
+    assert guide.precond_loc.dtype == torch.float64
+    assert all(p.dtype == torch.float64 for p in guide.parameters())
+
+
+def test_whitened_draws_are_the_preconditioners_coordinates():
+    guide, _ = _trained_guide()
+    z, w = guide.rsample_latent_batch(50, return_whitened=True)
+    loc, scale_tril = guide.preconditioner
+    solved = torch.linalg.solve_triangular(scale_tril, (z - loc).T, upper=False).T
+    assert torch.allclose(w, solved, atol=1e-4)
+    assert w.requires_grad
+
+
+def test_init_to_median_keeps_its_number_of_draws():
+    from pyro_stein.initialization import init_to_median
+
+    assert init_to_median(num_samples=50).keywords["num_samples"] == 50
