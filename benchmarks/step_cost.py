@@ -13,7 +13,7 @@ For each model, in one process and with the same number of particles:
 
 Ratios are engine / floor.  Run::
 
-    python benchmarks/step_cost.py --particles 128 --steps 300
+    python benchmarks/step_cost.py --particles 256 --steps 300
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def bench(spec, num_particles: int, steps: int) -> list[tuple[str, float, float 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--particles", type=int, default=128)
+    parser.add_argument("--particles", type=int, default=256)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--models", default="diabetes,breast_cancer,synthetic_large,synthetic_large_broadcast")
     opts = parser.parse_args()

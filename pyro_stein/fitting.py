@@ -12,6 +12,7 @@ from typing import Any
 
 import pyro
 import pyro.optim
+import pyro.util
 import torch
 from pyro.infer import SVI, Predictive
 from tqdm.auto import tqdm
@@ -70,6 +71,19 @@ class FitResult:
         if num_samples < 1:
             raise ValueError(f"num_samples must be positive, got {num_samples!r}")
         return self.guide.sample_posterior(num_samples)
+
+    def to_arviz(self, num_samples: int = 4000) -> Any:
+        """Posterior draws as an ArviZ ``InferenceData`` (``posterior`` group, one chain of
+        independent draws), for ``az.summary``, ``az.plot_posterior`` and the rest.
+
+        Example:
+            >>> import arviz as az                                   # doctest: +SKIP
+            >>> az.summary(result.to_arviz())                        # doctest: +SKIP
+        """
+        import arviz as az  # imported here: it is slow to import and only needed here
+
+        draws = self.sample(num_samples)
+        return az.from_dict(posterior={name: value.unsqueeze(0).cpu().numpy() for name, value in draws.items()})
 
     def predictive(self, num_samples: int, *, parallel: bool = True, return_sites=()) -> dict[str, torch.Tensor]:
         """Posterior predictive draws: ``pyro.infer.Predictive`` on the training arguments."""
@@ -137,7 +151,21 @@ class _TailAverage:
         self.values, self.count = state["values"], state["count"]
 
 
-def _save_checkpoint(path: Path, result: FitResult, rng_state: torch.Tensor, average: _TailAverage) -> None:
+def _rng_state() -> dict[str, Any]:
+    """Every generator a step may draw from: Python's, NumPy's, torch's CPU and CUDA ones."""
+    state = pyro.util.get_rng_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    pyro.util.set_rng_state(state)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(path: Path, result: FitResult, rng_state: dict[str, Any], average: _TailAverage) -> None:
     state = {
         "guide": result.guide.state_dict(),
         "optim": result.optim.get_state(),
@@ -145,9 +173,9 @@ def _save_checkpoint(path: Path, result: FitResult, rng_state: torch.Tensor, ave
         "history": result.history,
         "num_steps": result.num_steps,
         "average": average.state_dict(),
-        # The generator as it was when the next step to run began, so that a resumed
+        # The generators as they were when the next step to run began, so that a resumed
         # run repeats an uninterrupted one exactly.
-        "torch_rng": rng_state,
+        "rng": rng_state,
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
@@ -169,7 +197,7 @@ def _load_checkpoint(path: Path, result: FitResult, average: _TailAverage) -> No
     result.history = state["history"]
     result.num_steps = state["num_steps"]
     average.load_state_dict(state["average"])
-    torch.set_rng_state(state["torch_rng"])
+    _set_rng_state(state["rng"])
 
 
 def fit(
@@ -267,7 +295,7 @@ def fit(
         svi = SVI(model, guide, optim, loss=engine)
         scheduler = isinstance(optim, pyro.optim.PyroLRScheduler)
         bar = tqdm(total=num_steps, initial=result.num_steps, disable=not progress, desc="pyro_stein.fit")
-        rng_state = torch.get_rng_state()
+        rng_state = _rng_state() if path is not None else None
         try:
             while result.num_steps < num_steps:
                 if result.num_steps >= average_from and recenter_every is not None:
@@ -284,8 +312,10 @@ def fit(
                 bar.update(1)
                 if progress and result.num_steps % 25 == 0:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in diagnostics.items() if k != "bandwidth"}, refresh=False)
-                rng_state = torch.get_rng_state()
-                if path is not None and result.num_steps % checkpoint_every == 0:
+                if path is None:
+                    continue
+                rng_state = _rng_state()
+                if result.num_steps % checkpoint_every == 0:
                     _save_checkpoint(path, result, rng_state, average)
         except KeyboardInterrupt:
             message = f"fit interrupted after {result.num_steps} of {num_steps} steps"

@@ -116,3 +116,16 @@ def test_progress_bar_is_shown_on_request(capsys):
     assert "pyro_stein.fit" in capsys.readouterr().err
     pyro_stein.fit(model, Y, num_steps=30, seed=0, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_draws_go_to_arviz():
+    import arviz as az
+
+    result = pyro_stein.fit(model, Y, num_steps=30, seed=0, progress=False)
+    idata = result.to_arviz(500)
+    assert idata.posterior["mu"].shape == (1, 500)
+    summary = az.summary(idata)
+    assert list(summary.index) == ["mu", "sigma"]
+    # The summary describes the sampler's own draws.
+    draws = result.sample(20000)
+    assert abs(summary.loc["mu", "mean"] - draws["mu"].mean().item()) < 4 * draws["mu"].std().item() / 500**0.5

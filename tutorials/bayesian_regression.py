@@ -30,6 +30,7 @@ import os
 import time
 from pathlib import Path
 
+import arviz as az
 import matplotlib
 
 matplotlib.use("Agg")  # headless: the figure is written to a file
@@ -103,13 +104,13 @@ ours, names = flatten({k: v.numpy() for k, v in draws.items()})
 
 # %% [markdown]
 # ## Posterior summary
+#
+# `result.to_arviz()` hands the draws to ArviZ (one chain of independent draws); from
+# there every ArviZ summary and plot works. `beta[0]` ... `beta[9]` follow the predictors
+# in the order `age, sex, bmi, bp, s1, ..., s6`.
 
 # %%
-quantiles = np.quantile(ours, [0.05, 0.5, 0.95], axis=0)
-print(f"{'parameter':<14}{'mean':>9}{'sd':>8}{'5%':>9}{'50%':>9}{'95%':>9}")
-for j, name in enumerate(names):
-    print(f"{name:<14}{ours[:, j].mean():9.2f}{ours[:, j].std():8.2f}"
-          f"{quantiles[0, j]:9.2f}{quantiles[1, j]:9.2f}{quantiles[2, j]:9.2f}")
+print(az.summary(result.to_arviz(4000), kind="stats", hdi_prob=0.9).to_string())
 
 # %% [markdown]
 # ## Reference: NUTS
@@ -141,6 +142,11 @@ if not REFERENCE.exists():
 cached = np.load(REFERENCE)
 reference = cached["draws"]
 print(f"NUTS reference: {reference.shape[0]} draws, computed in {float(cached['seconds']):.0f} s")
+# The draws are stored chain after chain: check the chains agreed and mixed.
+nuts_diagnostics = az.summary(az.convert_to_inference_data(reference.reshape(4, -1, reference.shape[1])),
+                              kind="diagnostics")
+print(f"NUTS diagnostics: R-hat <= {nuts_diagnostics['r_hat'].max():.3f}, "
+      f"bulk ESS >= {nuts_diagnostics['ess_bulk'].min():.0f}, tail ESS >= {nuts_diagnostics['ess_tail'].min():.0f}")
 
 # %% [markdown]
 # ## Comparison
