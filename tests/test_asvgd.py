@@ -18,6 +18,8 @@ from pyro.infer import SVI
 import pyro_stein
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler
 
+from models import branching_model
+
 NUM_DRAWS = 20000
 
 
@@ -303,14 +305,9 @@ def test_seeded_runs_are_reproducible():
 def test_a_model_that_needs_a_loop_is_probed_once():
     import warnings
 
-    def branching(y):
-        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
-        scale = 1.0 if mu.item() > 0 else 2.0  # Python control flow on a latent value
-        pyro.sample("y", dist.Normal(mu, scale), obs=y)
-
     y = torch.tensor(0.3)
     engine = AmortizedSVGD(num_particles=4)
-    svi = SVI(branching, AutoNeuralSampler(branching), pyro.optim.Adam({"lr": 1e-3}), loss=engine)
+    svi = SVI(branching_model, AutoNeuralSampler(branching_model), pyro.optim.Adam({"lr": 1e-3}), loss=engine)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         svi.step(y)

@@ -9,6 +9,8 @@ from pyro.distributions import constraints
 from pyro_stein import AutoNeuralSampler
 from pyro_stein.model_density import GuideModelMismatch, UnconstrainedLogDensity
 
+from models import branching_model
+
 
 def _density(model, *args, **kwargs):
     guide = AutoNeuralSampler(model, init_scale=1.0)
@@ -151,13 +153,8 @@ def test_model_written_for_one_draw_runs_under_vmap():
 
 
 def test_model_with_control_flow_on_latents_falls_back_to_a_loop_with_a_warning():
-    def branching(y):
-        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
-        scale = 1.0 if mu.item() > 0 else 2.0  # Python control flow on a latent value
-        pyro.sample("y", dist.Normal(mu, scale), obs=y)
-
     y = torch.tensor(0.3)
-    _, density = _density(branching, y)
+    _, density = _density(branching_model, y)
     z = torch.tensor([[0.5], [-0.5]])
     with pytest.warns(RuntimeWarning, match="per-particle loop"):
         values = density(z, (y,), {})
