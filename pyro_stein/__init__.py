@@ -9,6 +9,7 @@ Quick start::
 
 from . import constraints as _constraints  # noqa: F401  (registers biject_to rules)
 from .asvgd import AmortizedSVGD
+from .diagnostics import compare_draws, ksd
 from .guides import AutoNeuralSampler
 from .initialization import init_to_feasible, init_to_median, init_to_uniform, init_to_value
 from .kernels import IMQKernel, RBFKernel
@@ -20,11 +21,13 @@ __all__ = [
     "FitResult",
     "IMQKernel",
     "RBFKernel",
+    "compare_draws",
     "fit",
     "init_to_feasible",
     "init_to_median",
     "init_to_uniform",
     "init_to_value",
+    "ksd",
 ]
 
 __version__ = "0.1.0"

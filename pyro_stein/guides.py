@@ -23,7 +23,6 @@ means the same thing for a latent with posterior scale 1e-3 as for one with scal
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -42,7 +41,7 @@ from .initialization import (
     laplace_approximation,
     laplace_scale_tril,
 )
-from .model_density import UnconstrainedLogDensity, max_plate_nesting
+from .model_density import UnconstrainedLogDensity, latent_dtype, max_plate_nesting
 
 __all__ = ["AutoNeuralSampler", "ImplicitLatent"]
 
@@ -195,9 +194,8 @@ class AutoNeuralSampler(AutoContinuous):
             raise
         self._refuse_subsampled_local_latents()
         values = [site["value"] for _, site in self.prototype_trace.iter_stochastic_nodes()]
-        # Shape-based initial values (ImproperUniform) carry the default dtype: the sampler
-        # follows the widest dtype among the sites, so a float64 model trains in float64.
-        self._dtype = functools.reduce(torch.promote_types, (v.dtype for v in values))
+        # A float64 model trains in float64, flat (ImproperUniform) sites included.
+        self._dtype = latent_dtype(self.prototype_trace, args, kwargs)
         self._device = values[0].device
         self._plate_depth = max_plate_nesting(self.prototype_trace)
         density = UnconstrainedLogDensity(self.model, self, frozen_subsample=True)

@@ -23,6 +23,7 @@ first call and each checked against a per-particle evaluation:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -43,8 +44,10 @@ __all__ = [
     "BATCHING",
     "PARTICLE_PLATE",
     "GuideModelMismatch",
+    "LatentLayout",
     "UnconstrainedLogDensity",
     "check_model_args",
+    "latent_dtype",
     "max_plate_nesting",
 ]
 
@@ -74,6 +77,23 @@ def check_model_args(args: Iterable[Any], kwargs: dict[str, Any]) -> None:
                 "not a torch.Tensor; convert it with torch.as_tensor(...) (and choose "
                 "its dtype) before passing it to the model."
             )
+
+
+def latent_dtype(trace: poutine.Trace, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None) -> torch.dtype:
+    """The floating-point dtype to work in for a model: the widest among its latent sites'
+    values and its floating-point tensor arguments.
+
+    Sites with no parameters to take a dtype from (``ImproperUniform``) get the default
+    dtype, so a model whose data is float64 but whose latents are all flat would otherwise
+    be run in float32.
+    """
+    dtypes = [site["value"].dtype for _, site in trace.iter_stochastic_nodes()]
+    dtypes += [
+        value.dtype
+        for value in [*args, *(kwargs or {}).values()]
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+    ]
+    return functools.reduce(torch.promote_types, dtypes, torch.float16 if dtypes else torch.get_default_dtype())
 
 
 def _observed_sites_are_tensors(trace: poutine.Trace) -> None:
@@ -394,3 +414,68 @@ class UnconstrainedLogDensity:
         with torch.no_grad():
             terms = self.site_terms(z, args, kwargs)
         return [name for name, value in terms.items() if not torch.isfinite(value)]
+
+
+class LatentLayout(AutoContinuous):
+    """The unconstrained latent layout of a model, with no distribution attached: what
+    :class:`UnconstrainedLogDensity` needs in order to judge draws that came from
+    elsewhere (another engine, MCMC).
+
+    Args:
+        model: the Pyro model.
+        *args, **kwargs: its arguments (they fix the latent sites' shapes).
+
+    Example:
+        >>> layout = LatentLayout(model, x, y)                           # doctest: +SKIP
+        >>> z = layout.pack(mcmc.get_samples())                         # doctest: +SKIP
+    """
+
+    def __init__(self, model: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(model, init_loc_fn=init_to_feasible)
+        with poutine.block(), pyro.validation_enabled(False):
+            self._setup_prototype(*args, **kwargs)
+        self.dtype = latent_dtype(self.prototype_trace, args, kwargs)
+
+    def get_posterior(self, *args: Any, **kwargs: Any):
+        raise NotImplementedError("LatentLayout only lays out latent values; it is not a guide")
+
+    def pack(self, values: dict[str, Tensor]) -> Tensor:
+        """Constrained draws ``{site: (n, *site_shape)}`` -> unconstrained ``(n, D)``.
+
+        Extra keys (observed or deterministic sites) are ignored; singleton plate dims, as
+        ``Predictive`` leaves them, are accepted.
+
+        Raises:
+            KeyError: a latent site of the model has no draws.
+            ValueError: a site's draws have the wrong size, lie outside the site's support,
+                or the sites disagree on ``n``.
+        """
+        blocks, num = [], None
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            if name not in values:
+                raise KeyError(
+                    f"no draws for latent site {name!r}; the model's latent sites are "
+                    f"{list(self._unconstrained_shapes)}"
+                )
+            value = torch.as_tensor(values[name])
+            shape = site["value"].shape
+            count = value.numel() // max(shape.numel(), 1)
+            if value.numel() != count * shape.numel() or (num is not None and count != num):
+                raise ValueError(
+                    f"draws of site {name!r} have shape {tuple(value.shape)}; expected "
+                    f"(num_draws, *{tuple(shape)}) with the same num_draws for every site"
+                )
+            num = count
+            constrained = value.reshape((count,) + shape).to(self.dtype)
+            inside = site["fn"].support.check(constrained)
+            if not bool(inside.all()):
+                # biject_to's inverses clamp to the support, which would hide such draws.
+                raise ValueError(
+                    f"{int((~inside).sum())} draws of site {name!r} lie outside its support "
+                    f"{site['fn'].support}"
+                )
+            unconstrained = biject_to(site["fn"].support).inv(constrained)
+            blocks.append(unconstrained.reshape(count, -1))
+        if not blocks:
+            raise ValueError("the model has no latent sites")
+        return torch.cat(blocks, -1)
