@@ -141,7 +141,9 @@ def _run_svi(guide_class, model: Callable, args: tuple, seed: int) -> tuple[dict
     shapes = latent_shapes(model, args)
     start = time.perf_counter()
     with torch.no_grad():
-        samples = pyro.infer.Predictive(model, guide=guide, num_samples=NUM_DRAWS, return_sites=list(shapes))(*args)
+        # Predictive on the guide alone: with the model it would sample the prior to guess
+        # the plate nesting, which ImproperUniform (flat priors) cannot do.
+        samples = pyro.infer.Predictive(guide, num_samples=NUM_DRAWS)(*args)
     sample_seconds = time.perf_counter() - start
     return _per_draw(samples, shapes), seconds, NUM_DRAWS / sample_seconds, {}
 
