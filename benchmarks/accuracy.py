@@ -195,7 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--start", choices=["laplace", "isotropic"], default="laplace")
-    parser.add_argument("--particles", type=int, default=256)
+    parser.add_argument("--particles", type=int, default=512)
     parser.add_argument("--bandwidth-factor", type=float, default=DEFAULT_BANDWIDTH_FACTOR)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--average-last", type=float, default=0.5)

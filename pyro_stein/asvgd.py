@@ -105,7 +105,7 @@ class AmortizedSVGD(ELBO):
     def __init__(
         self,
         kernel: RadialKernel | None = None,
-        num_particles: int = 256,
+        num_particles: int = 512,
         *,
         leave_one_out: bool = True,
         precondition: bool = True,

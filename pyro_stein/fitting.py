@@ -29,7 +29,7 @@ __all__ = ["DEFAULTS", "FitResult", "fit"]
 #: the diabetes regression (see ``docs/defaults.md``).
 DEFAULTS: dict[str, Any] = {
     "num_steps": 2000,
-    "num_particles": 256,
+    "num_particles": 512,
     "learning_rate": 1e-2,
     "final_learning_rate": 1e-3,
     "betas": (0.9, 0.9),
@@ -228,7 +228,7 @@ def fit(
 
     Defaults (see ``docs/defaults.md`` for how they were chosen):
 
-    * engine ``"asvgd"``: :class:`~pyro_stein.AmortizedSVGD` with 256 particles per step,
+    * engine ``"asvgd"``: :class:`~pyro_stein.AmortizedSVGD` with 512 particles per step,
       the RBF kernel with 3x the median-heuristic bandwidth in whitened coordinates, leave-one-out
       Stein direction, preconditioner re-centred every 50 steps.
     * guide: :class:`~pyro_stein.AutoNeuralSampler` started at the Laplace approximation.
@@ -243,7 +243,7 @@ def fit(
         *args, **kwargs: the model's arguments (so they cannot be named like the keyword
             arguments below).
         engine: ``"asvgd"`` or a configured engine such as
-            ``AmortizedSVGD(num_particles=256)``.
+            ``AmortizedSVGD(num_particles=512)``.
         guide: a guide to train; default ``AutoNeuralSampler(model)``.
         num_steps: optimisation steps in total (a resumed run counts the steps it resumes).
         optim: a ``pyro.optim`` optimizer; a ``PyroLRScheduler`` is stepped once per step.

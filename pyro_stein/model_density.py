@@ -439,6 +439,11 @@ class LatentLayout(AutoContinuous):
     def get_posterior(self, *args: Any, **kwargs: Any):
         raise NotImplementedError("LatentLayout only lays out latent values; it is not a guide")
 
+    @property
+    def site_shapes(self) -> dict[str, torch.Size]:
+        """Each latent site's shape in one (unbatched) run of the model."""
+        return {name: site["value"].shape for name, site in self.prototype_trace.iter_stochastic_nodes()}
+
     def pack(self, values: dict[str, Tensor]) -> Tensor:
         """Constrained draws ``{site: (n, *site_shape)}`` -> unconstrained ``(n, D)``.
 

@@ -61,9 +61,10 @@ class KernelGram(NamedTuple):
 def pairwise_sq_dists(x: Tensor) -> Tensor:
     """Squared Euclidean distances between the rows of ``x`` (``(N, D) -> (N, N)``)."""
     sq_norms = x.pow(2).sum(-1)
-    sq = sq_norms.unsqueeze(-1) + sq_norms.unsqueeze(-2) - 2.0 * (x @ x.transpose(-1, -2))
-    sq = sq.clamp_min(0.0)
-    return sq.fill_diagonal_(0.0)
+    # In place on the one (N, N) buffer: at a few hundred particles, allocating
+    # temporaries costs more than the arithmetic.
+    sq = (x @ x.transpose(-1, -2)).mul_(-2.0).add_(sq_norms.unsqueeze(-1)).add_(sq_norms.unsqueeze(-2))
+    return sq.clamp_min_(0.0).fill_diagonal_(0.0)
 
 
 def kernel_gram(particles: Tensor, kernel: RadialKernel, valid: Tensor | None = None) -> KernelGram:
@@ -130,18 +131,25 @@ def stein_direction(
         >>> bool((phi * x).sum(-1).mean() > 0)  # ... so the particles spread out
         True
     """
+    x = gram.centered
+    if bool(gram.valid.all()):
+        # Every particle is a source: full-matrix products, then the self-interaction
+        # taken out of the drive (it adds nothing to the repulsion, x_i - x_i = 0).
+        k, g1 = gram.profile.value, gram.profile.d1
+        drive = k @ scores
+        if leave_one_out:
+            drive = drive - k.diagonal().unsqueeze(-1) * scores
+        repulsion = 2.0 * (g1 @ x - g1.sum(-1, keepdim=True) * x)
+        return (drive + repulsion) / max(x.shape[0] - int(leave_one_out), 1)
     weights = _source_weights(gram, leave_one_out)
     safe_scores = torch.where(gram.valid.unsqueeze(-1), scores, torch.zeros_like(scores))
     k = gram.profile.value * weights
     g1 = gram.profile.d1 * weights
-    x = gram.centered
     # sum_j 2 g'(r_ij) (x_j - x_i) over the sources j.
     repulsion = 2.0 * (g1 @ x - g1.sum(-1, keepdim=True) * x)
     drive = k @ safe_scores
     num_sources = weights.sum(-1, keepdim=True).clamp_min(1.0)
     direction = (drive + repulsion) / num_sources
-    if bool(gram.valid.all()):
-        return direction
     # Mean shift for the invalid ones; a particle too far for any kernel weight goes
     # towards the plain mean of the valid particles.
     pull_weights = gram.profile.value * gram.valid.to(x.dtype)
@@ -198,8 +206,27 @@ def squared_ksd(scores: Tensor, gram: KernelGram) -> Tensor:
     n = x.shape[0]
     if n < 2:
         return scores.new_full((), float("nan"))
-    u = _stein_kernel(x, s, x, s, profile, r).fill_diagonal_(0.0)
-    return u.sum() / (n * (n - 1))
+    return _stein_kernel_off_diagonal_sum(x, s, profile, r) / (n * (n - 1))
+
+
+def _stein_kernel_off_diagonal_sum(x: Tensor, s: Tensor, profile: KernelProfile, sq_dists: Tensor) -> Tensor:
+    """``sum_{i != j} u_p(x_i, x_j)`` for one set of points (see :func:`_stein_kernel`),
+    through ``N x N`` by ``N x D`` products instead of the ``N x N`` Stein kernel matrix."""
+    k, g1, g2 = profile.value, profile.d1, profile.d2
+    own = (s * x).sum(-1)
+    # g' and the distances are symmetric, so row and column sums of g' coincide.
+    g1_sums = g1.sum(-1)
+    total = (
+        ((k @ s) * s).sum()
+        - 4.0 * (g1_sums * own).sum()
+        + 2.0 * ((g1 @ x) * s).sum()
+        + 2.0 * ((g1 @ s) * x).sum()
+        - 4.0 * torch.dot(g2.reshape(-1), sq_dists.reshape(-1))
+        - 2.0 * x.shape[-1] * g1_sums.sum()
+    )
+    # The diagonal terms, u_p(x_i, x_i) = k(0) |s_i|^2 - 2 D g'(0).
+    diagonal = (k.diagonal() * s.pow(2).sum(-1)).sum() - 2.0 * x.shape[-1] * g1.diagonal().sum()
+    return total - diagonal
 
 
 def squared_ksd_blocked(

@@ -41,6 +41,16 @@ def test_median_ignores_masked_particles():
     assert median_sq_dist(pairwise_sq_dists(far), mask) == median_sq_dist(pairwise_sq_dists(x[5:]))
 
 
+def test_median_of_many_particles_looks_at_the_first_valid_ones():
+    x = torch.randn(60, 2, dtype=torch.float64)
+    r = pairwise_sq_dists(x)
+    assert median_sq_dist(r, max_particles=60) == median_sq_dist(r)
+    assert median_sq_dist(r, max_particles=20) == median_sq_dist(pairwise_sq_dists(x[:20]))
+    mask = torch.ones(60, dtype=torch.bool)
+    mask[:5] = False
+    assert median_sq_dist(r, mask, max_particles=20) == median_sq_dist(pairwise_sq_dists(x[5:25]))
+
+
 @pytest.mark.parametrize(
     "make",
     [

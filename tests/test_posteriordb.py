@@ -19,7 +19,7 @@ import torch
 from scipy import stats
 from scipy.special import logsumexp
 
-from pyro_stein.model_density import LatentLayout
+from pyro_stein.model_density import LatentLayout, UnconstrainedLogDensity
 from pyro_stein.posteriordb import PORTS, PosteriorDatabase
 
 ROOT = Path(os.environ.get("PYRO_STEIN_POSTERIORDB", Path(__file__).resolve().parents[2] / "shared" / "posteriordb"))
@@ -188,3 +188,13 @@ def test_port_maps_its_latents_to_the_reference_columns(db, name):
 def test_every_port_has_a_model_name_of_the_shared_folder(db):
     assert {db.posterior(n).model_name for n in NAMES} == set(PORTS)
     pyro.clear_param_store()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_port_runs_batched_over_an_outer_particle_plate(db, name):
+    # The engines' fast path: a port written in Pyro's broadcasting idiom gives, for a
+    # batch of particles at once, the same log densities as one particle at a time.
+    model, args = db.posterior(name).model_and_args(torch.float64)
+    density = UnconstrainedLogDensity(model, LatentLayout(model, *args))
+    density.setup(args, {})
+    assert density.batching == "plate"

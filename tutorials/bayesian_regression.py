@@ -76,7 +76,7 @@ def model(x, y=None):
 # %% [markdown]
 # ## Fit
 #
-# `fit` trains an `AutoNeuralSampler` with `AmortizedSVGD`; its defaults (256 particles
+# `fit` trains an `AutoNeuralSampler` with `AmortizedSVGD`; its defaults (512 particles
 # per step, 2000 steps, Adam with a decaying learning rate, RBF kernel in whitened
 # coordinates, a Laplace start) need no tuning here. `progress=True` shows a bar.
 
