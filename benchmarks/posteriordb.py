@@ -28,8 +28,8 @@ unconstrained space (the mode found by the same L-BFGS, here from zero in uncons
 space, and the Hessian there), and their time includes finding it: ``AutoNormal`` and
 ``AutoMultivariateNormal`` at the mode (with their default initial scale), Pyro's SVGD with
 its particles drawn from the Laplace approximation.  From Stan's initialisation instead,
-3000 steps of Adam cannot carry them to kidiq's intercept (mean errors of about 20 sd),
-and their failure would say nothing about the approximation itself.
+3000 steps of Adam do not carry them to kidiq's coefficients (the residual scale ends
+20 sd off), and their failure would say nothing about the approximation itself.
 
 ``ksd`` is :func:`pyro_stein.ksd` of each method's draws (2000 of them): it needs no
 reference, and is near zero for exact draws.  ``draws_per_s`` is the rate of drawing from the fitted approximation (for NUTS: kept draws
@@ -68,7 +68,7 @@ from torch.distributions import biject_to
 import pyro_stein
 from pyro_stein.diagnostics import compare_draws
 from pyro_stein.initialization import laplace_approximation, laplace_scale_tril
-from pyro_stein.model_density import LatentLayout, UnconstrainedLogDensity
+from pyro_stein.model_density import LatentLayout, UnconstrainedLogDensity, max_plate_nesting
 from pyro_stein.posteriordb import Posterior, PosteriorDatabase
 
 NUM_DRAWS = 4000
@@ -97,8 +97,9 @@ def run_pyro_stein(
 
 
 def laplace_start(model: Callable, args: tuple) -> tuple[LatentLayout, torch.Tensor, torch.Tensor]:
-    """The start ``fit`` uses, for the peers too: the mode of the unconstrained log density
-    (L-BFGS from zero in unconstrained space) and the Cholesky factor of the Laplace
+    """The kind of start ``fit`` uses, for the peers: the mode of the unconstrained log
+    density (the same L-BFGS and Newton polish, here from zero in unconstrained space
+    rather than from ``init_to_median``'s values) and the Cholesky factor of the Laplace
     covariance there.  Returns ``(layout, mode, scale_tril)``."""
     layout = LatentLayout(model, *args)
     density = UnconstrainedLogDensity(model, layout)
@@ -113,9 +114,11 @@ def laplace_start(model: Callable, args: tuple) -> tuple[LatentLayout, torch.Ten
 def _constrained(layout: LatentLayout, latent: torch.Tensor) -> dict[str, torch.Tensor]:
     """Unconstrained vectors ``(n, D)`` -> ``{site: (n, *site_shape)}`` constrained values."""
     shapes = layout.site_shapes
+    # _unpack_latent aligns batch dims to the right: pad them to the plates' depth.
+    padded = latent.reshape((len(latent),) + (1,) * max_plate_nesting(layout.prototype_trace) + (-1,))
     return {
         site["name"]: biject_to(site["fn"].support)(value).reshape(len(latent), *shapes[site["name"]])
-        for site, value in layout._unpack_latent(latent.reshape(len(latent), 1, -1))
+        for site, value in layout._unpack_latent(padded)
     }
 
 

@@ -70,6 +70,8 @@ def median_sq_dist(sq_dists: Tensor, mask: Tensor | None = None, max_particles: 
     Returns:
         A 0-dim tensor.  Zero when fewer than two particles count.
     """
+    if max_particles is not None and max_particles < 2:
+        raise ValueError(f"max_particles must be at least 2 (a pair), got {max_particles!r}")
     if max_particles is not None and int(sq_dists.shape[-1] if mask is None else mask.sum()) > max_particles:
         index = torch.arange(sq_dists.shape[-1], device=sq_dists.device)
         if mask is not None:
@@ -169,7 +171,7 @@ class RBFKernel(RadialKernel):
         return median / math.log(max(num_particles, 2))
 
     def profile(self, sq_dists: Tensor, bandwidth: Tensor) -> KernelProfile:
-        inverse = 1.0 / bandwidth
+        inverse = 1.0 / torch.as_tensor(bandwidth, dtype=sq_dists.dtype, device=sq_dists.device)
         value = (sq_dists * -inverse).exp_()
         return KernelProfile(value, value * -inverse, value * inverse.square(), bandwidth)
 
