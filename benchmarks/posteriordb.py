@@ -63,12 +63,11 @@ import torch
 from pyro.infer import MCMC, NUTS, SVI, SVGD, RBFSteinKernel, Trace_ELBO
 from pyro.infer.autoguide import AutoContinuous, AutoMultivariateNormal, AutoNormal
 from pyro.infer.svgd import _SVGDGuide
-from torch.distributions import biject_to
 
 import pyro_stein
 from pyro_stein.diagnostics import compare_draws
 from pyro_stein.initialization import laplace_approximation, laplace_scale_tril
-from pyro_stein.model_density import LatentLayout, UnconstrainedLogDensity, max_plate_nesting
+from pyro_stein.model_density import LatentLayout, UnconstrainedLogDensity
 from pyro_stein.posteriordb import Posterior, PosteriorDatabase
 
 NUM_DRAWS = 4000
@@ -111,17 +110,6 @@ def laplace_start(model: Callable, args: tuple) -> tuple[LatentLayout, torch.Ten
     return layout, mode.detach(), laplace_scale_tril(precision, fallback_scale=0.1)[0]
 
 
-def _constrained(layout: LatentLayout, latent: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Unconstrained vectors ``(n, D)`` -> ``{site: (n, *site_shape)}`` constrained values."""
-    shapes = layout.site_shapes
-    # _unpack_latent aligns batch dims to the right: pad them to the plates' depth.
-    padded = latent.reshape((len(latent),) + (1,) * max_plate_nesting(layout.prototype_trace) + (-1,))
-    return {
-        site["name"]: biject_to(site["fn"].support)(value).reshape(len(latent), *shapes[site["name"]])
-        for site, value in layout._unpack_latent(padded)
-    }
-
-
 def _per_draw(draws: dict[str, torch.Tensor], shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
     """Drop the singleton plate dims that batched runs leave: ``{site: (n, *site_shape)}``."""
     return {name: value.detach().reshape(len(value), *shapes[name]) for name, value in draws.items() if name in shapes}
@@ -148,7 +136,7 @@ def run_pyro_svgd(model: Callable, args: tuple, seed: int) -> tuple[dict[str, to
     noise = torch.randn(num_particles, layout.latent_dim, dtype=mode.dtype)
     optim = _decaying_adam(0.1, 1e-3, num_steps)
     svgd = SVGD(model, RBFSteinKernel(), optim, num_particles=num_particles, max_plate_nesting=1)
-    svgd.guide = _SVGDGuideLaplaceInit(svgd.model, _constrained(layout, mode + noise @ scale_tril.T))
+    svgd.guide = _SVGDGuideLaplaceInit(svgd.model, layout.unpack(mode + noise @ scale_tril.T))
     for _ in range(num_steps):
         svgd.step(*args)
         optim.step()
@@ -162,7 +150,7 @@ def _run_svi(guide_class, model: Callable, args: tuple, seed: int) -> tuple[dict
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
     layout, mode, _ = laplace_start(model, args)
-    at_mode = {name: value[0] for name, value in _constrained(layout, mode.unsqueeze(0)).items()}
+    at_mode = {name: value[0] for name, value in layout.unpack(mode.unsqueeze(0)).items()}
     guide = guide_class(model, init_loc_fn=pyro_stein.init_to_value(values=at_mode))
     optim = _decaying_adam(0.02, 2e-4, num_steps)
     svi = SVI(model, guide, optim, loss=Trace_ELBO(num_particles=4, vectorize_particles=True))

@@ -34,14 +34,13 @@ from pyro.distributions import constraints
 from pyro.infer.autoguide import AutoContinuous
 from pyro.nn import PyroModule
 from torch import Tensor, nn
-from torch.distributions import biject_to
 
 from .initialization import (
     init_to_median,
     laplace_approximation,
     laplace_scale_tril,
 )
-from .model_density import UnconstrainedLogDensity, latent_dtype, max_plate_nesting
+from .model_density import UnconstrainedLogDensity, constrained_batch, latent_dtype
 
 __all__ = ["AutoNeuralSampler", "ImplicitLatent"]
 
@@ -197,7 +196,6 @@ class AutoNeuralSampler(AutoContinuous):
         # A float64 model trains in float64, flat (ImproperUniform) sites included.
         self._dtype = latent_dtype(self.prototype_trace, args, kwargs)
         self._device = values[0].device
-        self._plate_depth = max_plate_nesting(self.prototype_trace)
         density = UnconstrainedLogDensity(self.model, self, frozen_subsample=True)
         with poutine.block():  # initialisation runs the model; none of it is a step
             start = self._feasible_start(density, args, kwargs)
@@ -382,12 +380,6 @@ class AutoNeuralSampler(AutoContinuous):
         self.precond_loc.copy_(mean)
         self.precond_scale_tril.copy_(new_precond)
 
-    def _site_values(self, latent: Tensor) -> dict[str, Tensor]:
-        return {
-            site["name"]: biject_to(site["fn"].support)(unconstrained)
-            for site, unconstrained in self._unpack_latent(latent)
-        }
-
     @torch.no_grad()
     def sample_posterior(self, num_samples: int) -> dict[str, Tensor]:
         """Posterior draws of every latent site in constrained space.
@@ -396,17 +388,7 @@ class AutoNeuralSampler(AutoContinuous):
             ``{site: tensor of shape (num_samples, *site_shape)}``, the site shape being the
             one the model uses (no plate padding).
         """
-        return self._constrained_batch(self.sample_latent_batch(num_samples))
-
-    def _constrained_batch(self, latent: Tensor) -> dict[str, Tensor]:
-        """``{site: (n, *site_shape)}`` for a batch of latent vectors ``(n, D)``."""
-        num = latent.shape[0]
-        # _unpack_latent aligns batch dims to the right: pad them to the plates' depth.
-        latent = latent.reshape((num,) + (1,) * self._plate_depth + (self.latent_dim,))
-        return {
-            name: value.reshape((num,) + self.prototype_trace.nodes[name]["value"].shape)
-            for name, value in self._site_values(latent).items()
-        }
+        return constrained_batch(self, self.sample_latent_batch(num_samples))
 
     @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float] | Tensor, *args, **kwargs) -> dict[str, Tensor]:
@@ -424,7 +406,7 @@ class AutoNeuralSampler(AutoContinuous):
         if q.dim() != 1 or ((q < 0) | (q > 1)).any():
             raise ValueError(f"quantiles must be a list of numbers in [0, 1], got {quantiles!r}")
         latent = self.sample_latent_batch(self.num_summary_samples)
-        return self._constrained_batch(torch.quantile(latent, q, dim=0))
+        return constrained_batch(self, torch.quantile(latent, q, dim=0))
 
     @torch.no_grad()
     def median(self, *args, **kwargs) -> dict[str, Tensor]:

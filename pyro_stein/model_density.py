@@ -47,6 +47,7 @@ __all__ = [
     "LatentLayout",
     "UnconstrainedLogDensity",
     "check_model_args",
+    "constrained_batch",
     "latent_dtype",
     "max_plate_nesting",
 ]
@@ -94,6 +95,20 @@ def latent_dtype(trace: poutine.Trace, args: Iterable[Any] = (), kwargs: dict[st
         if isinstance(value, torch.Tensor) and value.is_floating_point()
     ]
     return functools.reduce(torch.promote_types, dtypes, torch.float16 if dtypes else torch.get_default_dtype())
+
+
+def constrained_batch(guide: AutoContinuous, latent: Tensor) -> dict[str, Tensor]:
+    """Unconstrained latent vectors ``(n, D)``, laid out like ``guide``'s, as constrained
+    values ``{site: (n, *site_shape)}`` (the site shape as the model uses it, no plate
+    padding).  ``guide``'s prototype trace must be set up."""
+    num = latent.shape[0]
+    # _unpack_latent aligns batch dims to the right: pad them to the plates' depth.
+    depth = max_plate_nesting(guide.prototype_trace)
+    padded = latent.reshape((num,) + (1,) * depth + (guide.latent_dim,))
+    return {
+        site["name"]: biject_to(site["fn"].support)(value).reshape((num,) + site["value"].shape)
+        for site, value in guide._unpack_latent(padded)
+    }
 
 
 def _observed_sites_are_tensors(trace: poutine.Trace) -> None:
@@ -443,6 +458,11 @@ class LatentLayout(AutoContinuous):
     def site_shapes(self) -> dict[str, torch.Size]:
         """Each latent site's shape in one (unbatched) run of the model."""
         return {name: site["value"].shape for name, site in self.prototype_trace.iter_stochastic_nodes()}
+
+    def unpack(self, latent: Tensor) -> dict[str, Tensor]:
+        """Unconstrained ``(n, D)`` -> constrained ``{site: (n, *site_shape)}``; the inverse
+        of :meth:`pack`."""
+        return constrained_batch(self, latent)
 
     def pack(self, values: dict[str, Tensor]) -> Tensor:
         """Constrained draws ``{site: (n, *site_shape)}`` -> unconstrained ``(n, D)``.

@@ -132,24 +132,26 @@ def stein_direction(
         True
     """
     x = gram.centered
-    if bool(gram.valid.all()):
+    all_valid = bool(gram.valid.all())
+    if all_valid:
         # Every particle is a source: full-matrix products, then the self-interaction
         # taken out of the drive (it adds nothing to the repulsion, x_i - x_i = 0).
         k, g1 = gram.profile.value, gram.profile.d1
         drive = k @ scores
         if leave_one_out:
             drive = drive - k.diagonal().unsqueeze(-1) * scores
-        repulsion = 2.0 * (g1 @ x - g1.sum(-1, keepdim=True) * x)
-        return (drive + repulsion) / max(x.shape[0] - int(leave_one_out), 1)
-    weights = _source_weights(gram, leave_one_out)
-    safe_scores = torch.where(gram.valid.unsqueeze(-1), scores, torch.zeros_like(scores))
-    k = gram.profile.value * weights
-    g1 = gram.profile.d1 * weights
+        num_sources = max(x.shape[0] - int(leave_one_out), 1)
+    else:
+        weights = _source_weights(gram, leave_one_out)
+        k = gram.profile.value * weights
+        g1 = gram.profile.d1 * weights
+        drive = k @ torch.where(gram.valid.unsqueeze(-1), scores, torch.zeros_like(scores))
+        num_sources = weights.sum(-1, keepdim=True).clamp_min(1.0)
     # sum_j 2 g'(r_ij) (x_j - x_i) over the sources j.
     repulsion = 2.0 * (g1 @ x - g1.sum(-1, keepdim=True) * x)
-    drive = k @ safe_scores
-    num_sources = weights.sum(-1, keepdim=True).clamp_min(1.0)
     direction = (drive + repulsion) / num_sources
+    if all_valid:
+        return direction
     # Mean shift for the invalid ones; a particle too far for any kernel weight goes
     # towards the plain mean of the valid particles.
     pull_weights = gram.profile.value * gram.valid.to(x.dtype)
@@ -160,26 +162,33 @@ def stein_direction(
     return torch.where(gram.valid.unsqueeze(-1), direction, invalid_pull * (target - x))
 
 
-def _stein_kernel(
-    x_rows: Tensor, s_rows: Tensor, x_cols: Tensor, s_cols: Tensor, profile: KernelProfile, sq_dists: Tensor
+def _stein_kernel_sum(
+    x_rows: Tensor, s_rows: Tensor, x: Tensor, s: Tensor, profile: KernelProfile, sq_dists: Tensor
 ) -> Tensor:
-    """The Stein kernel ``u_p(x_i, x_j)`` of a radial kernel on a block of pairs.
+    """``sum_{i in rows, j} u_p(x_i, x_j)``, the Stein kernel of a radial kernel summed over
+    a block of rows, through ``(rows x N)`` by ``(N x D)`` products instead of the block of
+    the Stein kernel matrix.
 
     ``u_p = k s_i.s_j + s_i.grad_j k + s_j.grad_i k + tr grad_i grad_j k`` with
-    ``grad_i k = 2 g' (x_i - x_j)`` and ``tr grad_i grad_j k = -4 g'' r - 2 D g'``.
+    ``grad_i k = 2 g' (x_i - x_j)`` and ``tr grad_i grad_j k = -4 g'' r - 2 D g'``;
+    ``profile`` and ``sq_dists`` are the block's ``(rows, N)`` entries.
     """
     k, g1, g2 = profile.value, profile.d1, profile.d2
-    s_dot_x = s_rows @ x_cols.T  # (i, j) -> s_i . x_j
-    x_dot_s = x_rows @ s_cols.T  # (i, j) -> x_i . s_j
-    own_rows = (s_rows * x_rows).sum(-1, keepdim=True)
-    own_cols = (s_cols * x_cols).sum(-1).unsqueeze(0)
+    own_rows, own = (s_rows * x_rows).sum(-1), (s * x).sum(-1)
     return (
-        k * (s_rows @ s_cols.T)
-        - 2.0 * g1 * (own_rows - s_dot_x)
-        + 2.0 * g1 * (x_dot_s - own_cols)
-        - 4.0 * g2 * sq_dists
-        - 2.0 * x_rows.shape[-1] * g1
+        ((k @ s) * s_rows).sum()
+        - 2.0 * (g1.sum(-1) * own_rows).sum()
+        + 2.0 * ((g1 @ x) * s_rows).sum()
+        + 2.0 * ((g1 @ s) * x_rows).sum()
+        - 2.0 * (g1.sum(0) * own).sum()
+        - 4.0 * torch.dot(g2.reshape(-1), sq_dists.reshape(-1))
+        - 2.0 * x.shape[-1] * g1.sum()
     )
+
+
+def _stein_kernel_diagonal_sum(s_rows: Tensor, k_diagonal: Tensor, g1_diagonal: Tensor) -> Tensor:
+    """``sum_i u_p(x_i, x_i) = sum_i k(0) |s_i|^2 - 2 D g'(0)`` (the other terms vanish)."""
+    return (k_diagonal * s_rows.pow(2).sum(-1)).sum() - 2.0 * s_rows.shape[-1] * g1_diagonal.sum()
 
 
 def squared_ksd(scores: Tensor, gram: KernelGram) -> Tensor:
@@ -206,34 +215,16 @@ def squared_ksd(scores: Tensor, gram: KernelGram) -> Tensor:
     n = x.shape[0]
     if n < 2:
         return scores.new_full((), float("nan"))
-    return _stein_kernel_off_diagonal_sum(x, s, profile, r) / (n * (n - 1))
-
-
-def _stein_kernel_off_diagonal_sum(x: Tensor, s: Tensor, profile: KernelProfile, sq_dists: Tensor) -> Tensor:
-    """``sum_{i != j} u_p(x_i, x_j)`` for one set of points (see :func:`_stein_kernel`),
-    through ``N x N`` by ``N x D`` products instead of the ``N x N`` Stein kernel matrix."""
-    k, g1, g2 = profile.value, profile.d1, profile.d2
-    own = (s * x).sum(-1)
-    # g' and the distances are symmetric, so row and column sums of g' coincide.
-    g1_sums = g1.sum(-1)
-    total = (
-        ((k @ s) * s).sum()
-        - 4.0 * (g1_sums * own).sum()
-        + 2.0 * ((g1 @ x) * s).sum()
-        + 2.0 * ((g1 @ s) * x).sum()
-        - 4.0 * torch.dot(g2.reshape(-1), sq_dists.reshape(-1))
-        - 2.0 * x.shape[-1] * g1_sums.sum()
-    )
-    # The diagonal terms, u_p(x_i, x_i) = k(0) |s_i|^2 - 2 D g'(0).
-    diagonal = (k.diagonal() * s.pow(2).sum(-1)).sum() - 2.0 * x.shape[-1] * g1.diagonal().sum()
-    return total - diagonal
+    total = _stein_kernel_sum(x, s, x, s, profile, r)
+    total = total - _stein_kernel_diagonal_sum(s, profile.value.diagonal(), profile.d1.diagonal())
+    return total / (n * (n - 1))
 
 
 def squared_ksd_blocked(
     points: Tensor, scores: Tensor, kernel: RadialKernel, bandwidth: float | Tensor, *, block_size: int = 1024
 ) -> Tensor:
-    """:func:`squared_ksd` for many points with a fixed bandwidth, in row blocks of the
-    ``N x N`` Stein kernel matrix, so memory is ``O(block_size N)``.
+    """:func:`squared_ksd` for many points with a fixed bandwidth, in row blocks, so memory
+    is ``O(block_size N)``.
 
     Args:
         points: ``(N, D)``, all valid.
@@ -255,8 +246,13 @@ def squared_ksd_blocked(
     for start in range(0, n, block_size):
         rows = slice(start, min(start + block_size, n))
         r = (sq_norms[rows].unsqueeze(-1) + sq_norms.unsqueeze(0) - 2.0 * x[rows] @ x.T).clamp_min(0.0)
-        u = _stein_kernel(x[rows], scores[rows], x, scores, kernel.profile(r, h), r)
-        diagonal = torch.arange(rows.start, rows.stop, device=x.device)
-        u[diagonal - rows.start, diagonal] = 0.0
-        total = total + u.sum()
+        points_in_block = torch.arange(rows.start, rows.stop, device=x.device)
+        diagonal = (points_in_block - rows.start, points_in_block)
+        r[diagonal] = 0.0
+        profile = kernel.profile(r, h)
+        total = (
+            total
+            + _stein_kernel_sum(x[rows], scores[rows], x, scores, profile, r)
+            - _stein_kernel_diagonal_sum(scores[rows], profile.value[diagonal], profile.d1[diagonal])
+        )
     return total / (n * (n - 1))

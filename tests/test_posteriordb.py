@@ -174,14 +174,12 @@ def test_port_maps_its_latents_to_the_reference_columns(db, name):
     model, args = posterior.model_and_args(torch.float64)
     layout = LatentLayout(model, *args)
     latent = 0.1 * torch.randn(7, layout.latent_dim, dtype=torch.float64)
-    values = {
-        site["name"]: torch.distributions.biject_to(site["fn"].support)(unconstrained).reshape(7, *site["value"].shape)
-        for site, unconstrained in layout._unpack_latent(latent.reshape(7, 1, -1))
-    }
+    values = layout.unpack(latent)
     columns = posterior.reference_columns(values)
     assert columns.shape == (7, len(posterior.reference_names))
     assert np.isfinite(columns).all()
     # Packing the values back gives the latent vectors again.
+    assert {n: v.shape[1:] for n, v in values.items()} == layout.site_shapes
     torch.testing.assert_close(layout.pack(values), latent)
 
 
