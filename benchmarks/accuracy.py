@@ -9,6 +9,7 @@ options, so each of its measurements can be repeated::
     python benchmarks/accuracy.py                                   # defaults, Laplace start
     python benchmarks/accuracy.py --start isotropic                 # no Laplace start
     python benchmarks/accuracy.py --bandwidth-factor 1 --targets diabetes
+    python benchmarks/accuracy.py --engine ctf                      # CTFDistillation's defaults
 
 Targets: Gaussians (strong correlation; scales 1e-3..1e2 in float64; 50-D with condition
 number 1e3), Gamma-Poisson and Beta-Binomial (skewed, exact), a 1-D two-component mixture
@@ -30,7 +31,7 @@ import pyro.distributions as dist
 import torch
 
 import pyro_stein
-from pyro_stein import AmortizedSVGD, AutoNeuralSampler, RBFKernel
+from pyro_stein import AmortizedSVGD, AutoNeuralSampler, CTFDistillation, RBFKernel
 from pyro_stein.asvgd import DEFAULT_BANDWIDTH_FACTOR
 
 NUM_DRAWS = 20000
@@ -162,12 +163,15 @@ def score(draws: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> dict[st
 def run(name: str, opts: argparse.Namespace) -> dict[str, float]:
     model, args, extract, mean, cov, extras = TARGETS[name]()
     guide = AutoNeuralSampler(model, init_scale="laplace" if opts.start == "laplace" else 1.0)
-    engine = AmortizedSVGD(
-        num_particles=opts.particles,
-        kernel=RBFKernel(bandwidth_factor=opts.bandwidth_factor),
-        leave_one_out=not opts.keep_self_interaction,
-        recenter_every=opts.recenter_every,
-    )
+    if opts.engine == "ctf":
+        engine = CTFDistillation(num_particles=opts.particles, recenter_every=opts.recenter_every)
+    else:
+        engine = AmortizedSVGD(
+            num_particles=opts.particles,
+            kernel=RBFKernel(bandwidth_factor=opts.bandwidth_factor),
+            leave_one_out=not opts.keep_self_interaction,
+            recenter_every=opts.recenter_every,
+        )
     optim = None
     if opts.beta2 is not None:
         decay = 0.1 ** (1 / opts.steps)
@@ -194,6 +198,8 @@ def run(name: str, opts: argparse.Namespace) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--engine", choices=["asvgd", "ctf"], default="asvgd",
+                        help="asvgd (the options below apply) or ctf (CTFDistillation with its defaults)")
     parser.add_argument("--start", choices=["laplace", "isotropic"], default="laplace")
     parser.add_argument("--particles", type=int, default=512)
     parser.add_argument("--bandwidth-factor", type=float, default=DEFAULT_BANDWIDTH_FACTOR)
@@ -205,7 +211,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     opts = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"start={opts.start} particles={opts.particles} bandwidth_factor={opts.bandwidth_factor} "
+    print(f"engine={opts.engine} start={opts.start} particles={opts.particles} bandwidth_factor={opts.bandwidth_factor} "
           f"steps={opts.steps} average_last={opts.average_last} beta2={opts.beta2 or 'default'} "
           f"leave_one_out={not opts.keep_self_interaction} recenter_every={opts.recenter_every} seed={opts.seed}\n")
     columns = ["mean_err", "sd_lo", "sd_hi", "eig_lo", "eig_hi", "corr_err", "left_mass", "sigma_err", "seconds"]

@@ -13,6 +13,10 @@ Methods (all in the same run, same process, same thread count):
   the whole call (initialisation, Laplace start and the final KSD included).  ``time_to_pass``
   is the time of the shortest run that PASSes among ``fit(..., num_steps=n)`` for n = 250,
   500, 1000 and the default (the same schedule compressed into fewer steps).
+* ``pyro_stein_ctf``: the same with ``engine="ctf"`` (:class:`pyro_stein.CTFDistillation`
+  with its defaults).  ``ctf_step_vs_asvgd`` is the time of one of its training steps over
+  one Amortized SVGD step, both engines with their defaults (512 particles) on the same
+  guide, 20 steps each timed alternately after 20 warm-up steps.
 * ``pyro_svgd``: Pyro's ``SVGD`` with ``RBFSteinKernel``, 200 particles (its draws: its
   ``N x N x D`` kernel tensor made 1000 particles take 0.46 s a step here), 2000 steps of
   Adam with learning rate 0.1 decayed to 1e-3.
@@ -71,7 +75,13 @@ from pyro_stein.model_density import LatentLayout, UnconstrainedLogDensity
 from pyro_stein.posteriordb import Posterior, PosteriorDatabase
 
 NUM_DRAWS = 4000
-METHODS = ("pyro_stein", "pyro_svgd", "autonormal", "automvn", "nuts")
+METHODS = ("pyro_stein", "pyro_stein_ctf", "pyro_svgd", "autonormal", "automvn", "nuts")
+
+#: The ``fit`` engine behind each of pyro_stein's rows.
+ENGINE_OF = {"pyro_stein": "asvgd", "pyro_stein_ctf": "ctf"}
+
+#: Steps timed per engine for the per-step cost (after as many warm-up steps).
+COST_STEPS = 20
 
 
 def _decaying_adam(lr: float, final_lr: float, num_steps: int) -> pyro.optim.PyroLRScheduler:
@@ -85,9 +95,9 @@ STEP_LADDER = (250, 500, 1000)
 
 
 def run_pyro_stein(
-    model: Callable, args: tuple, seed: int, num_steps: int | None = None
+    model: Callable, args: tuple, seed: int, num_steps: int | None = None, engine: str = "asvgd"
 ) -> tuple[dict[str, torch.Tensor], float, float, dict]:
-    result = pyro_stein.fit(model, *args, num_steps=num_steps, seed=seed, progress=False)
+    result = pyro_stein.fit(model, *args, engine=engine, num_steps=num_steps, seed=seed, progress=False)
     start = time.perf_counter()
     draws = result.sample(NUM_DRAWS)
     sample_seconds = time.perf_counter() - start
@@ -188,6 +198,7 @@ def run_nuts(model: Callable, args: tuple, seed: int) -> tuple[dict[str, torch.T
 
 RUNNERS = {
     "pyro_stein": run_pyro_stein,
+    "pyro_stein_ctf": lambda m, a, s: run_pyro_stein(m, a, s, engine="ctf"),
     "pyro_svgd": run_pyro_svgd,
     "autonormal": lambda m, a, s: _run_svi(AutoNormal, m, a, s),
     "automvn": lambda m, a, s: _run_svi(AutoMultivariateNormal, m, a, s),
@@ -210,8 +221,10 @@ def evaluate(posterior: Posterior, method: str, seed: int) -> dict[str, Any]:
         return row
     comparison = compare_draws(values, posterior.reference_draws(), posterior.reference_names)
     extra["ksd"] = pyro_stein.ksd(model, draws, *args, max_draws=2000)
-    if method == "pyro_stein":
-        extra.update(_time_to_pass(posterior, model, args, seed, comparison.passes(), seconds))
+    if method in ENGINE_OF:
+        extra.update(_time_to_pass(posterior, model, args, seed, comparison.passes(), seconds, ENGINE_OF[method]))
+    if method == "pyro_stein_ctf":
+        extra.update(step_cost(model, args, seed))
     low, high = comparison.sd_ratio_range
     row.update(
         verdict="PASS" if comparison.passes() else "FAIL",
@@ -228,12 +241,37 @@ def evaluate(posterior: Posterior, method: str, seed: int) -> dict[str, Any]:
     return row
 
 
-def _time_to_pass(posterior: Posterior, model: Callable, args: tuple, seed: int, passes: bool, seconds: float) -> dict:
+def step_cost(model: Callable, args: tuple, seed: int) -> dict[str, float]:
+    """Milliseconds per training step of each engine with its defaults, on one guide
+    (so the same particle count and model), timed alternately in this process."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    guide = pyro_stein.AutoNeuralSampler(model)
+    guide(*args)
+    optim = pyro.optim.Adam({"lr": 1e-3})
+    engines = {"asvgd": pyro_stein.AmortizedSVGD(), "ctf": pyro_stein.CTFDistillation()}
+    svis = {name: SVI(model, guide, optim, loss=engine) for name, engine in engines.items()}
+    for svi in svis.values():
+        for _ in range(COST_STEPS):
+            svi.step(*args)
+    elapsed = dict.fromkeys(svis, 0.0)
+    for _ in range(COST_STEPS):
+        for name, svi in svis.items():
+            start = time.perf_counter()
+            svi.step(*args)
+            elapsed[name] += time.perf_counter() - start
+    ms = {name: 1000 * total / COST_STEPS for name, total in elapsed.items()}
+    return {"asvgd_step_ms": ms["asvgd"], "ctf_step_ms": ms["ctf"], "ctf_step_vs_asvgd": ms["ctf"] / ms["asvgd"]}
+
+
+def _time_to_pass(
+    posterior: Posterior, model: Callable, args: tuple, seed: int, passes: bool, seconds: float, engine: str
+) -> dict:
     """The shortest run of ``fit`` (``num_steps`` from ``STEP_LADDER``, then the default)
     whose draws PASS, and its time."""
     for num_steps in STEP_LADDER:
         pyro.clear_param_store()
-        draws, ladder_seconds, _, _ = run_pyro_stein(model, args, seed, num_steps)
+        draws, ladder_seconds, _, _ = run_pyro_stein(model, args, seed, num_steps, engine)
         ladder = compare_draws(posterior.reference_columns(draws), posterior.reference_draws())
         if ladder.passes():
             return {"steps_to_pass": num_steps, "time_to_pass": ladder_seconds}
@@ -266,7 +304,7 @@ def _cell(value: Any, digits: int = 3) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     columns = ["posterior", "method", "verdict", "mean_err", "sd_lo", "sd_hi", "corr_err", "seconds",
-               "time_vs_nuts", "steps_to_pass", "time_to_pass", "pass_time_vs_nuts", "draws_per_s", "rate_vs_nuts", "ksd"]
+               "time_vs_nuts", "steps_to_pass", "time_to_pass", "pass_time_vs_nuts", "draws_per_s", "rate_vs_nuts", "ksd", "ctf_step_vs_asvgd"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * 3 + "---:|" * (len(columns) - 3)]
     for row in rows:
         cells = [_cell(row.get(c)) if c not in ("seconds", "draws_per_s") else _cell(row.get(c), 1) for c in columns]

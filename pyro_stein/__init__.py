@@ -4,11 +4,13 @@ Quick start::
 
     import pyro_stein
     result = pyro_stein.fit(model, x, y)          # Amortized SVGD with defaults
+    result = pyro_stein.fit(model, x, y, engine="ctf")  # Langevin-flow distillation
     draws = result.sample(4000)                   # {site: (4000, *site_shape)}
 """
 
 from . import constraints as _constraints  # noqa: F401  (registers biject_to rules)
 from .asvgd import AmortizedSVGD
+from .ctf import CTFDistillation
 from .diagnostics import compare_draws, ksd
 from .guides import AutoNeuralSampler
 from .initialization import init_to_feasible, init_to_median, init_to_uniform, init_to_value
@@ -18,6 +20,7 @@ from .fitting import FitResult, fit
 __all__ = [
     "AmortizedSVGD",
     "AutoNeuralSampler",
+    "CTFDistillation",
     "FitResult",
     "IMQKernel",
     "RBFKernel",

@@ -19,6 +19,7 @@ from pyro.infer import SVI, Predictive
 from tqdm.auto import tqdm
 
 from .asvgd import AmortizedSVGD
+from .ctf import CTFDistillation
 from .diagnostics import ksd_of_latents
 from .guides import AutoNeuralSampler
 from .model_density import UnconstrainedLogDensity
@@ -42,6 +43,7 @@ KSD_DRAWS = 2000
 
 ENGINES: dict[str, Callable[[], Any]] = {
     "asvgd": AmortizedSVGD,
+    "ctf": CTFDistillation,
 }
 
 
@@ -57,7 +59,8 @@ class FitResult:
         args, kwargs: the model arguments used for training.
         history: per-step monitored values, ``{name: [value at step 1, 2, ...]}``; for
             Amortized SVGD ``squared_ksd``, ``stein_force``, ``bandwidth`` and
-            ``invalid_fraction``.
+            ``invalid_fraction``; for CTF distillation ``distance``, ``acceptance``,
+            ``moved``, ``step_size`` and ``invalid_fraction``.
         num_steps: steps completed.
         seconds: wall-clock training time (this call only).
         ksd: the kernelized Stein discrepancy of ``KSD_DRAWS`` draws of the returned
@@ -231,6 +234,9 @@ def fit(
     * engine ``"asvgd"``: :class:`~pyro_stein.AmortizedSVGD` with 512 particles per step,
       the RBF kernel with 3x the median-heuristic bandwidth in whitened coordinates, leave-one-out
       Stein direction, preconditioner re-centred every 50 steps.
+    * engine ``"ctf"``: :class:`~pyro_stein.CTFDistillation` with 512 particles per step,
+      5 Metropolis-adjusted Langevin steps per training step (step size adapted to an
+      acceptance rate of 0.9), sliced-Wasserstein distillation, same preconditioning.
     * guide: :class:`~pyro_stein.AutoNeuralSampler` started at the Laplace approximation.
     * ``num_steps=2000``.
     * optim: Adam (betas 0.9, 0.9) with learning rate 1e-2 decayed exponentially to
@@ -242,8 +248,8 @@ def fit(
         model: a Pyro model with continuous latent sites.
         *args, **kwargs: the model's arguments (so they cannot be named like the keyword
             arguments below).
-        engine: ``"asvgd"`` or a configured engine such as
-            ``AmortizedSVGD(num_particles=512)``.
+        engine: ``"asvgd"``, ``"ctf"`` or a configured engine such as
+            ``AmortizedSVGD(num_particles=512)`` or ``CTFDistillation(num_steps=10)``.
         guide: a guide to train; default ``AutoNeuralSampler(model)``.
         num_steps: optimisation steps in total (a resumed run counts the steps it resumes).
         optim: a ``pyro.optim`` optimizer; a ``PyroLRScheduler`` is stepped once per step.

@@ -86,7 +86,7 @@ class ImplicitLatent(dist.TorchDistribution):
         raise NotImplementedError(
             "AutoNeuralSampler is an implicit distribution: it draws samples but has no "
             "density, so density-based losses such as Trace_ELBO cannot train it. Use "
-            "loss=pyro_stein.AmortizedSVGD()."
+            "loss=pyro_stein.AmortizedSVGD() or loss=pyro_stein.CTFDistillation()."
         )
 
 
@@ -115,7 +115,8 @@ class AutoNeuralSampler(AutoContinuous):
 
     Draws are ``z = m + L (a + B (xi + r(xi)))`` with ``xi ~ N(0, I)``, mapped to every
     latent site through ``biject_to`` (see the module docstring).  The guide has no
-    density; train it with :class:`~pyro_stein.AmortizedSVGD`.  After training, any number
+    density; train it with :class:`~pyro_stein.AmortizedSVGD` or
+    :class:`~pyro_stein.CTFDistillation`.  After training, any number
     of posterior draws cost one forward pass: :meth:`sample_posterior`, or
     ``pyro.infer.Predictive(model, guide=guide, num_samples=S)``.
 

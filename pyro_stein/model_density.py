@@ -212,6 +212,8 @@ class UnconstrainedLogDensity:
         self._subsample: dict[str, Tensor] | None = None
         self.max_plate_nesting: int | None = None
         self.has_model_params = False
+        #: Whether some plate evaluates a minibatch (``subsample_size`` below its size).
+        self.subsampled = False
 
     # ------------------------------------------------------------------ set-up
     def setup(self, args: tuple, kwargs: dict) -> None:
@@ -240,6 +242,12 @@ class UnconstrainedLogDensity:
             if site["type"] == "sample" and site_is_subsample(site)
         }
         self.max_plate_nesting = max_plate_nesting(model_trace)
+        self.subsampled = any(
+            frame.full_size is not None and frame.full_size != frame.size
+            for site in model_trace.nodes.values()
+            if site["type"] == "sample"
+            for frame in site["cond_indep_stack"]
+        )
         if self.batching == "auto":
             # Every evaluation in the comparison must see the same minibatch.
             self._subsample = subsample

@@ -16,7 +16,7 @@ import torch
 from pyro.infer import SVI
 
 import pyro_stein
-from pyro_stein import AmortizedSVGD, AutoNeuralSampler
+from pyro_stein import AmortizedSVGD, AutoNeuralSampler, CTFDistillation
 
 from models import branching_model
 
@@ -240,7 +240,8 @@ def test_drop_in_svi_loss_returns_a_discrepancy_and_trains_the_guide():
     assert draws.std().item() == pytest.approx(2.0, rel=0.15)
 
 
-def test_model_parameters_get_the_marginal_likelihood_gradient():
+@pytest.mark.parametrize("engine_class, num_steps", [(AmortizedSVGD, 600), (CTFDistillation, 400)])
+def test_model_parameters_get_the_marginal_likelihood_gradient(engine_class, num_steps):
     # y_i ~ N(mu, 1), mu ~ N(m, 1): the marginal likelihood is maximised at m = mean(y).
     y = torch.tensor([2.0, 3.5, 1.0, 2.5])
 
@@ -251,8 +252,8 @@ def test_model_parameters_get_the_marginal_likelihood_gradient():
             pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
 
     guide = AutoNeuralSampler(model)
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=AmortizedSVGD(num_particles=128))
-    for _ in range(600):
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=engine_class(num_particles=128))
+    for _ in range(num_steps):
         svi.step(y)
     assert pyro.param("m").item() == pytest.approx(y.mean().item(), abs=0.1)
 
