@@ -13,7 +13,8 @@ Three measurements, one run, one process:
    their defaults, three seeds each; the mass of each mode (``z1 > 0``) from 20000 draws,
    and a figure of both samplers over the target (``docs/figures/ctf_ring.png``).
 3. **Per-step cost** of the two engines with their defaults (512 particles) on both
-   targets, timed alternately on one guide (``posteriordb.py`` reports it per posterior).
+   targets, timed alternately on one guide by ``posteriordb.step_cost`` (which reports it
+   per posterior there).
 
 Usage::
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,9 @@ import torch
 from pyro.infer import SVI
 
 import pyro_stein
-from pyro_stein import AmortizedSVGD, AutoNeuralSampler, CTFDistillation
+from pyro_stein import AutoNeuralSampler, CTFDistillation
+
+from posteriordb import step_cost  # the same alternating timer as the posteriordb column
 
 MEAN = torch.tensor([1.0, -1.0])
 COV = torch.tensor([[1.0, 0.8], [0.8, 1.0]]) * torch.tensor([[1.0], [2.0]]) * torch.tensor([[1.0, 2.0]])
@@ -120,26 +122,6 @@ def ring(seeds: list[int]) -> dict[str, list]:
     return results
 
 
-def step_cost(model, repeats: int = 20) -> dict[str, float]:
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    guide = AutoNeuralSampler(model)
-    guide()
-    svis = {name: SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=engine)
-            for name, engine in (("asvgd", AmortizedSVGD()), ("ctf", CTFDistillation()))}
-    for svi in svis.values():
-        for _ in range(repeats):
-            svi.step()
-    elapsed = dict.fromkeys(svis, 0.0)
-    for _ in range(repeats):
-        for name, svi in svis.items():
-            start = time.perf_counter()
-            svi.step()
-            elapsed[name] += time.perf_counter() - start
-    ms = {name: 1000 * total / repeats for name, total in elapsed.items()}
-    return {"asvgd_ms": ms["asvgd"], "ctf_ms": ms["ctf"], "ratio": ms["ctf"] / ms["asvgd"]}
-
-
 def ring_reference() -> dict[str, float]:
     """The target's own figures, by quadrature on a fine grid."""
     grid = torch.linspace(-5, 5, 2001, dtype=torch.float64)
@@ -195,7 +177,8 @@ def main() -> None:
     if opts.only_ring:  # keep the other sections of an earlier full run
         out = {**(json.loads(path.read_text()) if path.exists() else {}), "ring": out["ring"]}
     else:
-        out["step_cost"] = {"gaussian_2d": step_cost(gaussian_model), "ring_2d": step_cost(ring_model)}
+        out["step_cost"] = {"gaussian_2d": step_cost(gaussian_model, (), opts.seed),
+                            "ring_2d": step_cost(ring_model, (), opts.seed)}
         print("per-step cost (ms):", json.dumps(out["step_cost"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))

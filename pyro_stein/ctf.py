@@ -184,26 +184,33 @@ class CTFDistillation(ParticleEngine):
 
     # ------------------------------------------------------------------ a step
     def flow(
-        self, density: UnconstrainedLogDensity, guide: AutoContinuous, whitened: Tensor, args: tuple, kwargs: dict
+        self,
+        density: UnconstrainedLogDensity,
+        guide: AutoContinuous,
+        whitened: Tensor,
+        scale_tril: Tensor | None,
+        args: tuple,
+        kwargs: dict,
     ) -> LangevinRun:
-        """Run this engine's ``K``-step flow from ``whitened`` (detached), in the guide's
-        whitened coordinates; the run's ``score`` is in those coordinates too."""
-        loc_scale = getattr(guide, "preconditioner", None) if self.precondition else None
+        """Run this engine's ``K``-step flow from ``whitened`` (detached), in the
+        coordinates of :meth:`whitening` (``scale_tril`` is its ``L``, or ``None``); the
+        run's ``score`` is in those coordinates too.
+
+        A particle that starts where the log density is not finite stays there and every
+        other one only moves to valid points, so the run has as many valid particles as
+        the start, which is checked here.
+        """
 
         def log_prob_and_score(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            if loc_scale is None:
-                return density.log_prob_and_score(w, args, kwargs)
-            loc, scale_tril = loc_scale
             # The Jacobian of z = m + L w is constant: it does not change scores or
             # acceptance ratios.
-            log_p, score, valid = density.log_prob_and_score(loc + w @ scale_tril.T, args, kwargs)
-            return log_p, score @ scale_tril, valid
+            log_p, score, valid = density.log_prob_and_score(self.unwhiten(guide, w), args, kwargs)
+            return log_p, (score if scale_tril is None else score @ scale_tril), valid
 
         start = whitened.detach()
         initial = log_prob_and_score(start)
         if initial[2].sum() < 2:
-            z = start if loc_scale is None else loc_scale[0] + start @ loc_scale[1].T
-            self.raise_all_invalid(density, z, initial[2], args, kwargs)
+            self.raise_all_invalid(density, self.unwhiten(guide, start), initial[2], args, kwargs)
         return langevin_flow(
             log_prob_and_score,
             start,
@@ -235,16 +242,12 @@ class CTFDistillation(ParticleEngine):
         density = self.setup(model, guide, *args, **kwargs)
         particles, whitened = self.draw(guide, density, args, kwargs)
         whitened, scale_tril = self.whitening(guide, particles, whitened)
-        run = self.flow(density, guide, whitened, args, kwargs)
-        if run.valid.sum() < 2:
-            z = run.particles if scale_tril is None else guide.preconditioner[0] + run.particles @ scale_tril.T
-            self.raise_all_invalid(density, z, run.valid, args, kwargs)
+        run = self.flow(density, guide, whitened, scale_tril, args, kwargs)
         direction, distance = self.match(whitened.detach(), run.particles[run.valid], scale_tril)
 
         model_log_p = None
         if density.has_model_params:
-            z = run.particles if scale_tril is None else guide.preconditioner[0] + run.particles @ scale_tril.T
-            model_log_p = density(z[run.valid].detach(), args, kwargs)
+            model_log_p = density(self.unwhiten(guide, run.particles[run.valid]), args, kwargs)
         self._record(run, distance)
         if self.adapt_step_size and not density.subsampled and torch.is_grad_enabled():
             gap = self.diagnostics["acceptance"] - self.resolved_target_accept

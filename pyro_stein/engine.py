@@ -150,6 +150,14 @@ class ParticleEngine(ELBO):
             whitened = torch.linalg.solve_triangular(scale_tril, (particles - loc).T, upper=False).T
         return whitened, scale_tril
 
+    def unwhiten(self, guide: AutoContinuous, coordinates: Tensor) -> Tensor:
+        """Unconstrained latents from the coordinates of :meth:`whitening` (its inverse)."""
+        preconditioner = getattr(guide, "preconditioner", None) if self.precondition else None
+        if preconditioner is None:
+            return coordinates
+        loc, scale_tril = preconditioner
+        return loc + coordinates @ scale_tril.T
+
     def surrogate(self, coordinates: Tensor, direction: Tensor, value: Tensor, model_log_p: Tensor | None = None) -> Tensor:
         """A scalar whose value is ``value`` (the monitored figure) and whose gradient is
         minus the mean of ``<coordinates_i, direction_i>`` (and minus the mean of

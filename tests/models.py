@@ -2,6 +2,7 @@
 
 import pyro
 import pyro.distributions as dist
+import torch
 
 
 def branching_model(y):
@@ -9,3 +10,9 @@ def branching_model(y):
     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
     scale = 1.0 if mu.item() > 0 else 2.0
     pyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+
+def hard_wall_model():
+    """A standard normal cut at a hard wall: the log density is -inf for x < 0."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    pyro.factor("wall", torch.where(x < 0.0, torch.tensor(float("-inf")), torch.tensor(0.0)))

@@ -18,7 +18,7 @@ from pyro.infer import SVI
 import pyro_stein
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler, CTFDistillation
 
-from models import branching_model
+from models import branching_model, hard_wall_model
 
 NUM_DRAWS = 20000
 
@@ -262,13 +262,9 @@ def test_particles_with_a_non_finite_density_are_pulled_back():
     # A normal cut at a hard wall: particles beyond it get -inf.  Beside the wall the
     # valid particles' scores point outwards, so the sampler must be held back by the
     # invalid ones, not pushed further out.
-    def model():
-        x = pyro.sample("x", dist.Normal(0.0, 1.0))
-        pyro.factor("wall", torch.where(x < 0.0, torch.tensor(float("-inf")), torch.tensor(0.0)))
-
-    guide = AutoNeuralSampler(model)
+    guide = AutoNeuralSampler(hard_wall_model)
     with pytest.warns(RuntimeWarning, match="non-finite log density.*hard wall"):
-        result = pyro_stein.fit(model, guide=guide, seed=0, progress=False)
+        result = pyro_stein.fit(hard_wall_model, guide=guide, seed=0, progress=False)
     assert max(result.history["invalid_fraction"]) > 0.05
     assert all(torch.isfinite(p).all() for p in guide.parameters())
     # Nearly all draws stay inside the support.  The sampler hugs the wall (Stein

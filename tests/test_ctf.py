@@ -20,6 +20,7 @@ from pyro_stein import AutoNeuralSampler, CTFDistillation
 from pyro_stein.langevin import langevin_flow, mala_log_acceptance
 from pyro_stein.matching import energy_distance_direction, random_projections, sliced_wasserstein_direction
 
+from models import hard_wall_model
 from test_asvgd import NUM_DRAWS, assert_matches, correlated_cov
 
 
@@ -229,13 +230,9 @@ def test_subsampled_models_use_the_unadjusted_flow():
 
 
 def test_particles_beyond_a_hard_wall_are_pulled_back():
-    def model():
-        x = pyro.sample("x", dist.Normal(0.0, 1.0))
-        pyro.factor("wall", torch.where(x < 0.0, torch.tensor(float("-inf")), torch.tensor(0.0)))
-
-    guide = AutoNeuralSampler(model)
+    guide = AutoNeuralSampler(hard_wall_model)
     with pytest.warns(RuntimeWarning, match="non-finite log density"):
-        result = pyro_stein.fit(model, engine="ctf", guide=guide, num_steps=400, seed=0, progress=False)
+        result = pyro_stein.fit(hard_wall_model, engine="ctf", guide=guide, num_steps=400, seed=0, progress=False)
     draws = result.sample(NUM_DRAWS)["x"]
     assert (draws < 0).float().mean() < 0.05
     # The flow rejects every move across the wall, so the half-normal's mean is reached.
