@@ -6,6 +6,7 @@ Quick start::
     result = pyro_stein.fit(model, x, y)          # Amortized SVGD with defaults
     result = pyro_stein.fit(model, x, y, engine="ctf")  # Langevin-flow distillation
     draws = result.sample(4000)                   # {site: (4000, *site_shape)}
+    idata = pyro_stein.to_inference_data(result)  # ArviZ: az.summary(idata), az.loo(idata)
 """
 
 from . import constraints as _constraints  # noqa: F401  (registers biject_to rules)
@@ -16,6 +17,7 @@ from .guides import AutoNeuralSampler
 from .initialization import init_to_feasible, init_to_median, init_to_uniform, init_to_value
 from .kernels import IMQKernel, RBFKernel
 from .fitting import FitResult, fit
+from .inference_data import from_mcmc, to_inference_data
 
 __all__ = [
     "AmortizedSVGD",
@@ -26,11 +28,13 @@ __all__ = [
     "RBFKernel",
     "compare_draws",
     "fit",
+    "from_mcmc",
     "init_to_feasible",
     "init_to_median",
     "init_to_uniform",
     "init_to_value",
     "ksd",
+    "to_inference_data",
 ]
 
 __version__ = "0.1.0"

@@ -48,14 +48,14 @@ INVALID_PULL = 10.0
 class AmortizedSVGD(ParticleEngine):
     """Amortized SVGD: train a sampler guide along the Stein variational direction.
 
-    Use it as the ``loss`` of :class:`pyro.infer.SVI` with an
-    :class:`~pyro_stein.AutoNeuralSampler` (any
-    :class:`~pyro.infer.autoguide.AutoContinuous` guide with reparameterized samples also
+    Use it as the ``loss`` of `pyro.infer.SVI` with an
+    [`AutoNeuralSampler`][pyro_stein.AutoNeuralSampler] (any
+    `AutoContinuous` guide with reparameterized samples also
     works, without preconditioning).  ``SVI.step`` returns the U-statistic estimate of the
     squared kernelized Stein discrepancy between the particle batch and the posterior,
     measured with the training kernel in whitened coordinates; it fluctuates around zero
     once the sampler has converged.  It is not an ELBO.  More per-step figures are in
-    :attr:`diagnostics`.
+    `diagnostics`.
 
     Particles where the log density or its gradient is NaN or infinite are taken out of
     the empirical measure (they exert no force and do not set the bandwidth) and are
@@ -74,7 +74,7 @@ class AmortizedSVGD(ParticleEngine):
             more neighbours (see ``docs/defaults.md``).
         num_particles: particles per step, at least 2.
         leave_one_out: drop each particle's interaction with itself (see
-            :func:`pyro_stein.stein.stein_direction`).
+            [`pyro_stein.stein.stein_direction()`][pyro_stein.stein.stein_direction]).
         precondition: compute the kernel and the direction in the guide's whitened
             coordinates (when the guide has a ``preconditioner``), i.e. use the
             matrix-valued kernel ``L L^T k(L^{-1} x, L^{-1} y)``.
@@ -85,7 +85,7 @@ class AmortizedSVGD(ParticleEngine):
             tries an outer particle plate, then ``torch.func.vmap``, checking each against
             one-particle evaluations on the first step, and falls back to a per-particle
             loop with a warning; or ``"plate"``, ``"vmap"``, ``"loop"`` (see
-            :class:`~pyro_stein.model_density.UnconstrainedLogDensity`).
+            [`UnconstrainedLogDensity`][pyro_stein.model_density.UnconstrainedLogDensity]).
 
     Example:
         >>> import pyro
@@ -121,7 +121,7 @@ class AmortizedSVGD(ParticleEngine):
         parameters (and minus the mean log joint's gradient for model parameters), and
         whose value is the squared-KSD estimate.  For PyTorch-style training loops, which
         then also own re-centring: call ``guide.recenter()`` every ``recenter_every`` steps
-        (:meth:`loss_and_grads`, which ``SVI`` uses, does it)."""
+        (`loss_and_grads()`, which ``SVI`` uses, does it)."""
         density = self.setup(model, guide, *args, **kwargs)
         particles, whitened = self.draw(guide, density, args, kwargs)
         log_p, scores, valid = density.log_prob_and_score(

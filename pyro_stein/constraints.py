@@ -1,7 +1,7 @@
 """Bijections for supports that torch's ``biject_to`` registry lacks.
 
-Importing :mod:`pyro_stein` registers them (as Pyro registers its own), so every
-autoguide, not only :class:`~pyro_stein.AutoNeuralSampler`, can handle such sites.
+Importing `pyro_stein` registers them (as Pyro registers its own), so every
+autoguide, not only [`AutoNeuralSampler`][pyro_stein.AutoNeuralSampler], can handle such sites.
 """
 
 from __future__ import annotations

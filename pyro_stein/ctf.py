@@ -2,10 +2,10 @@
 
 Each step draws ``N`` particles from the sampler guide, runs ``K`` steps of the
 discretized Langevin flow ``dz = 1/2 grad log p(z) dt + dW`` on the model's log joint in
-unconstrained space from all of them at once (:func:`pyro_stein.langevin.langevin_flow`),
+unconstrained space from all of them at once ([`pyro_stein.langevin.langevin_flow()`][pyro_stein.langevin.langevin_flow]),
 and moves the sampler's batch towards the evolved batch *as a distribution*: each draw is
 pushed along the sliced-Wasserstein (or energy-distance) transport from the sampler's
-batch to the flow's (:mod:`pyro_stein.matching`).  Repeated, the flow is distilled into
+batch to the flow's ([`pyro_stein.matching`][pyro_stein.matching]).  Repeated, the flow is distilled into
 the sampler, whose draws then cost one forward pass.  At the fixed point the sampler's
 law is invariant under the flow; with the Metropolis-adjusted flow (the default) that is
 the posterior itself, for any step size.
@@ -60,13 +60,13 @@ DEFAULT_TARGET_ACCEPT = 0.9
 class CTFDistillation(ParticleEngine):
     """Distil a discretized Langevin flow into a sampler guide (Chen et al., 2018).
 
-    Use it as the ``loss`` of :class:`pyro.infer.SVI` with an
-    :class:`~pyro_stein.AutoNeuralSampler`, or as ``pyro_stein.fit(..., engine="ctf")``.
+    Use it as the ``loss`` of `pyro.infer.SVI` with an
+    [`AutoNeuralSampler`][pyro_stein.AutoNeuralSampler], or as ``pyro_stein.fit(..., engine="ctf")``.
     ``SVI.step`` returns the sliced squared Wasserstein distance (or the energy distance)
     between the sampler's batch and the flow's batch in whitened coordinates: how far
     ``K`` flow steps still move the sampler's law; it shrinks towards the Monte Carlo
     noise floor as the sampler converges.  More per-step figures are in
-    :attr:`diagnostics`: ``distance``, ``acceptance`` (the mean Metropolis acceptance
+    `diagnostics`: ``distance``, ``acceptance`` (the mean Metropolis acceptance
     probability, computed under ULA too), ``step_size``, ``moved`` (fraction of
     particle-steps that moved) and ``invalid_fraction``.
 
@@ -96,10 +96,12 @@ class CTFDistillation(ParticleEngine):
         target_accept: default 0.574 for MALA (Roberts & Rosenthal's optimum) and 0.9 for
             ULA, where a high Metropolis acceptance means a small discretization bias.
         matching: ``"sliced_wasserstein"`` (default) or ``"energy"``; see
-            :mod:`pyro_stein.matching`.
+            [`pyro_stein.matching`][pyro_stein.matching].
         num_projections: directions of the sliced Wasserstein distance per step (rounded
             up to whole orthonormal bases).
-        precondition, recenter_every, batching: as in :class:`~pyro_stein.AmortizedSVGD`.
+        precondition: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
+        recenter_every: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
+        batching: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
 
     Example:
         >>> import pyro
@@ -193,7 +195,7 @@ class CTFDistillation(ParticleEngine):
         kwargs: dict,
     ) -> LangevinRun:
         """Run this engine's ``K``-step flow from ``whitened`` (detached), in the
-        coordinates of :meth:`whitening` (``scale_tril`` is its ``L``, or ``None``); the
+        coordinates of `whitening()` (``scale_tril`` is its ``L``, or ``None``); the
         run's ``score`` is in those coordinates too.
 
         A particle that starts where the log density is not finite stays there and every

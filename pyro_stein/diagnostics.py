@@ -1,5 +1,5 @@
-"""Judging draws: against reference draws (:func:`compare_draws`) and against the model
-itself (:func:`ksd`, the kernelized Stein discrepancy, which needs no reference)."""
+"""Judging draws: against reference draws (`compare_draws()`) and against the model
+itself (`ksd()`, the kernelized Stein discrepancy, which needs no reference)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .stein import squared_ksd_blocked
 
 __all__ = ["DrawComparison", "compare_draws", "ksd", "ksd_of_latents"]
 
-#: posteriordb-style acceptance thresholds (see :meth:`DrawComparison.passes`).
+#: posteriordb-style acceptance thresholds (see `DrawComparison.passes()`).
 MAX_MEAN_ERROR = 0.1
 SD_RATIO_RANGE = (0.9, 1.1)
 MAX_CORRELATION_ERROR = 0.05
@@ -83,7 +83,7 @@ def compare_draws(
         names: the ``P`` parameter names (default ``"0", "1", ...``).
 
     Returns:
-        A :class:`DrawComparison`; ``.passes()`` applies posteriordb-style thresholds.
+        A `DrawComparison`; ``.passes()`` applies posteriordb-style thresholds.
 
     Example:
         >>> import numpy as np
@@ -143,7 +143,8 @@ def ksd(
         samples: constrained draws of every latent site, ``{site: (n, *site_shape)}``, as
             ``FitResult.sample``, ``MCMC.get_samples()`` or ``Predictive`` return them
             (other sites are ignored).
-        *args, **kwargs: the model's arguments.
+        *args: the model's positional arguments.
+        **kwargs: the model's keyword arguments.
         max_draws: at most this many draws are used, evenly spaced (the cost is
             ``O(n^2 D)``).
         block_size: rows of the Stein kernel matrix held in memory at a time.
@@ -190,7 +191,7 @@ def ksd_of_latents(
     max_draws: int = 4000,
     block_size: int = 1024,
 ) -> float:
-    """:func:`ksd` for unconstrained latent draws ``(n, D)`` of ``density``'s layout."""
+    """`ksd()` for unconstrained latent draws ``(n, D)`` of ``density``'s layout."""
     if not isinstance(max_draws, int) or max_draws < 2:
         raise ValueError(f"max_draws must be an integer >= 2, got {max_draws!r}")
     num = latents.shape[0]

@@ -1,17 +1,17 @@
 """What every particle engine shares: the Pyro loss protocol around a batch of particles.
 
-An engine here is a :class:`pyro.infer.ELBO` subclass that ``SVI`` calls as its ``loss``.
+An engine here is a `pyro.infer.ELBO` subclass that ``SVI`` calls as its ``loss``.
 Each step draws ``N`` particles from a sampler guide in one batched pass, evaluates the
 model's log joint and its score for all of them at once through
-:class:`~pyro_stein.model_density.UnconstrainedLogDensity`, and back-propagates a
+[`UnconstrainedLogDensity`][pyro_stein.model_density.UnconstrainedLogDensity], and back-propagates a
 per-particle direction into the guide's parameters through the surrogate
 
     - 1/N sum_i <w_i, v_i>,   v_i detached,
 
 whose gradient is ``-1/N sum_i (dw_i/deta)^T v_i``: an optimizer step then moves every
 draw ``w_i`` along ``v_i``.  The directions come from the subclass
-(:class:`~pyro_stein.AmortizedSVGD`: the Stein variational direction;
-:class:`~pyro_stein.CTFDistillation`: the displacement that matches the sampler's batch
+([`AmortizedSVGD`][pyro_stein.AmortizedSVGD]: the Stein variational direction;
+[`CTFDistillation`][pyro_stein.CTFDistillation]: the displacement that matches the sampler's batch
 to a Langevin flow's).  Both work in the guide's whitened coordinates
 ``w = L^{-1}(z - m)`` when it has a preconditioner.
 """
@@ -37,8 +37,8 @@ __all__ = ["ParticleEngine"]
 class ParticleEngine(ELBO):
     """Base class of the particle engines (see the module docstring).
 
-    Subclasses implement :meth:`differentiable_loss`, using :meth:`setup`,
-    :meth:`draw`, :meth:`whitening` and :meth:`surrogate`, and set ``self.diagnostics``.
+    Subclasses implement `differentiable_loss()`, using `setup()`,
+    `draw()`, `whitening()` and `surrogate()`, and set ``self.diagnostics``.
 
     Args:
         num_particles: particles per step, at least 2.
@@ -47,7 +47,7 @@ class ParticleEngine(ELBO):
         recenter_every: re-centre the guide's preconditioner on the sampler's own mean
             and covariance every this many steps (``0``: never).
         batching: how to evaluate the model for all particles (see
-            :class:`~pyro_stein.model_density.UnconstrainedLogDensity`).
+            [`UnconstrainedLogDensity`][pyro_stein.model_density.UnconstrainedLogDensity]).
     """
 
     #: The engine's name in messages.
@@ -86,7 +86,7 @@ class ParticleEngine(ELBO):
         """Set up the guide and the model's batched log density (done by the first step).
 
         Returns:
-            The :class:`~pyro_stein.model_density.UnconstrainedLogDensity` used for scores.
+            The [`UnconstrainedLogDensity`][pyro_stein.model_density.UnconstrainedLogDensity] used for scores.
         """
         if not isinstance(guide, AutoContinuous):
             raise TypeError(
@@ -151,7 +151,7 @@ class ParticleEngine(ELBO):
         return whitened, scale_tril
 
     def unwhiten(self, guide: AutoContinuous, coordinates: Tensor) -> Tensor:
-        """Unconstrained latents from the coordinates of :meth:`whitening` (its inverse)."""
+        """Unconstrained latents from the coordinates of `whitening()` (its inverse)."""
         preconditioner = getattr(guide, "preconditioner", None) if self.precondition else None
         if preconditioner is None:
             return coordinates

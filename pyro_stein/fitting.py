@@ -26,7 +26,7 @@ from .model_density import UnconstrainedLogDensity
 
 __all__ = ["DEFAULTS", "FitResult", "fit"]
 
-#: Defaults of :func:`fit`, chosen on the test suite's Gaussian and conjugate targets and
+#: Defaults of `fit()`, chosen on the test suite's Gaussian and conjugate targets and
 #: the diabetes regression (see ``docs/defaults.md``).
 DEFAULTS: dict[str, Any] = {
     "num_steps": 2000,
@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "average_last": 0.5,
 }
 
-#: Draws of the trained sampler on which :func:`fit` reports the kernelized Stein discrepancy.
+#: Draws of the trained sampler on which `fit()` reports the kernelized Stein discrepancy.
 KSD_DRAWS = 2000
 
 ENGINES: dict[str, Callable[[], Any]] = {
@@ -49,7 +49,7 @@ ENGINES: dict[str, Callable[[], Any]] = {
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns.
+    """What `fit()` returns.
 
     Attributes:
         model: the model.
@@ -64,7 +64,7 @@ class FitResult:
         num_steps: steps completed.
         seconds: wall-clock training time (this call only).
         ksd: the kernelized Stein discrepancy of ``KSD_DRAWS`` draws of the returned
-            sampler (see :func:`pyro_stein.ksd`); near zero when the sampler matches the
+            sampler (see [`pyro_stein.ksd()`][pyro_stein.ksd]); near zero when the sampler matches the
             posterior, ``None`` if not computed.
     """
 
@@ -85,18 +85,18 @@ class FitResult:
             raise ValueError(f"num_samples must be positive, got {num_samples!r}")
         return self.guide.sample_posterior(num_samples)
 
-    def to_arviz(self, num_samples: int = 4000) -> Any:
-        """Posterior draws as an ArviZ ``InferenceData`` (``posterior`` group, one chain of
-        independent draws), for ``az.summary``, ``az.plot_posterior`` and the rest.
+    def to_arviz(self, num_samples: int = 4000, **kwargs: Any) -> Any:
+        """[`pyro_stein.to_inference_data()`][pyro_stein.to_inference_data] of this fit on its training data: posterior,
+        posterior predictive, log-likelihood, observed data and sample stats, one chain of
+        independent draws.
 
         Example:
             >>> import arviz as az                                   # doctest: +SKIP
             >>> az.summary(result.to_arviz())                        # doctest: +SKIP
         """
-        import arviz as az  # imported here: it is slow to import and only needed here
+        from .inference_data import to_inference_data
 
-        draws = self.sample(num_samples)
-        return az.from_dict(posterior={name: value.unsqueeze(0).cpu().numpy() for name, value in draws.items()})
+        return to_inference_data(self, num_samples=num_samples, **kwargs)
 
     def predictive(self, num_samples: int, *, parallel: bool = True, return_sites=()) -> dict[str, torch.Tensor]:
         """Posterior predictive draws: ``pyro.infer.Predictive`` on the training arguments."""
@@ -231,13 +231,13 @@ def fit(
 
     Defaults (see ``docs/defaults.md`` for how they were chosen):
 
-    * engine ``"asvgd"``: :class:`~pyro_stein.AmortizedSVGD` with 512 particles per step,
+    * engine ``"asvgd"``: [`AmortizedSVGD`][pyro_stein.AmortizedSVGD] with 512 particles per step,
       the RBF kernel with 3x the median-heuristic bandwidth in whitened coordinates, leave-one-out
       Stein direction, preconditioner re-centred every 50 steps.
-    * engine ``"ctf"``: :class:`~pyro_stein.CTFDistillation` with 512 particles per step,
+    * engine ``"ctf"``: [`CTFDistillation`][pyro_stein.CTFDistillation] with 512 particles per step,
       5 Metropolis-adjusted Langevin steps per training step (step size adapted to an
       acceptance rate of 0.9), sliced-Wasserstein distillation, same preconditioning.
-    * guide: :class:`~pyro_stein.AutoNeuralSampler` started at the Laplace approximation.
+    * guide: [`AutoNeuralSampler`][pyro_stein.AutoNeuralSampler] started at the Laplace approximation.
     * ``num_steps=2000``.
     * optim: Adam (betas 0.9, 0.9) with learning rate 1e-2 decayed exponentially to
       1e-3 over the run (``pyro.optim.ExponentialLR``).
@@ -246,7 +246,8 @@ def fit(
 
     Args:
         model: a Pyro model with continuous latent sites.
-        *args, **kwargs: the model's arguments (so they cannot be named like the keyword
+        *args: the model's positional arguments.
+        **kwargs: the model's keyword arguments (so they cannot be named like the keyword
             arguments below).
         engine: ``"asvgd"``, ``"ctf"`` or a configured engine such as
             ``AmortizedSVGD(num_particles=512)`` or ``CTFDistillation(num_steps=10)``.
@@ -263,7 +264,7 @@ def fit(
             interrupted run returns the last iterate.
 
     Returns:
-        A :class:`FitResult`; ``result.sample(n)`` gives ``n`` posterior draws per site.
+        A `FitResult`; ``result.sample(n)`` gives ``n`` posterior draws per site.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
@@ -279,7 +280,7 @@ def fit(
         torch.Size([1000])
 
     Interrupting a run with Ctrl-C returns the partial result (with a warning); with a
-    ``checkpoint``, calling :func:`fit` again with the same arguments resumes it.
+    ``checkpoint``, calling `fit()` again with the same arguments resumes it.
     """
     if num_steps is None:
         num_steps = DEFAULTS["num_steps"]

@@ -1,7 +1,7 @@
 """``AutoNeuralSampler``: an implicit autoguide, ``z = f_eta(xi)`` with ``xi ~ N(0, I)``.
 
 The sampler produces one unconstrained latent vector per draw, laid out like every
-:class:`~pyro.infer.autoguide.AutoContinuous` guide, and Pyro's autoguide machinery maps it
+`AutoContinuous` guide, and Pyro's autoguide machinery maps it
 to the model's sites through ``biject_to`` inside the model's plates.  So ``Predictive``,
 ``poutine`` handlers and anything else that runs a guide just work.
 
@@ -115,9 +115,9 @@ class AutoNeuralSampler(AutoContinuous):
 
     Draws are ``z = m + L (a + B (xi + r(xi)))`` with ``xi ~ N(0, I)``, mapped to every
     latent site through ``biject_to`` (see the module docstring).  The guide has no
-    density; train it with :class:`~pyro_stein.AmortizedSVGD` or
-    :class:`~pyro_stein.CTFDistillation`.  After training, any number
-    of posterior draws cost one forward pass: :meth:`sample_posterior`, or
+    density; train it with [`AmortizedSVGD`][pyro_stein.AmortizedSVGD] or
+    [`CTFDistillation`][pyro_stein.CTFDistillation].  After training, any number
+    of posterior draws cost one forward pass: `sample_posterior()`, or
     ``pyro.infer.Predictive(model, guide=guide, num_samples=S)``.
 
     Initialisation (on the first call, like every autoguide): the latent sites start at
@@ -137,7 +137,7 @@ class AutoNeuralSampler(AutoContinuous):
             ``min(256, max(32, 2 D))`` units.  ``()`` gives a purely affine (Gaussian)
             sampler.
         activation: the hidden layers' activation.
-        num_summary_samples: draws used by :meth:`median` and :meth:`quantiles`.
+        num_summary_samples: draws used by `median()` and `quantiles()`.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
@@ -323,13 +323,13 @@ class AutoNeuralSampler(AutoContinuous):
         in the guide's parameters, which are read through ``pyro.param`` so that
         ``SVI`` (and any ``poutine.trace(param_only=True)``) sees them.
 
-        This is what :class:`~pyro_stein.AmortizedSVGD` trains; it skips building the
+        This is what [`AmortizedSVGD`][pyro_stein.AmortizedSVGD] trains; it skips building the
         per-site values that a full guide run would.
 
         Args:
             num_samples: number of draws.
             return_whitened: also return the draws' whitened coordinates
-                ``L^{-1}(z - m)`` (see :attr:`preconditioner`), computed on the way rather
+                ``L^{-1}(z - m)`` (see `preconditioner`), computed on the way rather
                 than by a triangular solve.
 
         Returns:
@@ -411,6 +411,6 @@ class AutoNeuralSampler(AutoContinuous):
 
     @torch.no_grad()
     def median(self, *args, **kwargs) -> dict[str, Tensor]:
-        """Posterior median of every latent site (see :meth:`quantiles`)."""
+        """Posterior median of every latent site (see `quantiles()`)."""
         return {name: value[0] for name, value in self.quantiles([0.5]).items()}
 

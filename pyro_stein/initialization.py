@@ -1,11 +1,11 @@
 """Initialisation: per-site starting values, and a Laplace fit in unconstrained space.
 
-Per-site strategies follow :mod:`pyro.infer.autoguide.initialization`, but never sample
+Per-site strategies follow `pyro.infer.autoguide.initialization`, but never sample
 from a distribution that cannot be sampled (``ImproperUniform``): they build values from
 the site's shape and support instead.
 
-:func:`find_mode`, :func:`laplace_approximation` and :func:`negative_hessian` work on any
-batched log density ``(N, D) -> (N,)``, :func:`laplace_scale_tril` on a precision matrix;
+`find_mode()`, `laplace_approximation()` and `negative_hessian()` work on any
+batched log density ``(N, D) -> (N,)``, `laplace_scale_tril()` on a precision matrix;
 none of them holds Pyro.
 """
 
@@ -75,7 +75,7 @@ def init_to_uniform(site: dict | None = None, radius: float = 2.0):
 
 def init_to_median(site: dict | None = None, num_samples: int = 15):
     """Initialise to the median of ``num_samples`` prior draws (Pyro's default for
-    autoguides); fall back to :func:`init_to_feasible` where the prior cannot be sampled
+    autoguides); fall back to `init_to_feasible()` where the prior cannot be sampled
     or is multivariate."""
     if site is None:
         return functools.partial(init_to_median, num_samples=num_samples)
@@ -110,7 +110,7 @@ def find_mode(log_density: BatchedLogDensity, init: Tensor, *, max_iter: int = 5
 
     Returns:
         The best point seen (where the log density was finite and highest).  Whether it is
-        a mode is for :func:`laplace_approximation` to judge, in posterior-scale units.
+        a mode is for `laplace_approximation()` to judge, in posterior-scale units.
     """
     z = init.detach().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(

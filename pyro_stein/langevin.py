@@ -143,11 +143,11 @@ def langevin_flow(
         initial: ``(log_p, score, valid)`` at ``start`` if already known.
         generator: the source of the noise (default: torch's global generator).
         keep_path: also return every step's particles (the sample path).
-        tamed: tame the unadjusted flow's drift (see :func:`langevin_proposal`); only
+        tamed: tame the unadjusted flow's drift (see `langevin_proposal()`); only
             without ``metropolis``, whose acceptance ratio assumes the plain proposal.
 
     Returns:
-        A :class:`LangevinRun`; it costs ``num_steps`` evaluations of
+        A `LangevinRun`; it costs ``num_steps`` evaluations of
         ``log_prob_and_score`` (plus one at ``start`` without ``initial``).
 
     Example:

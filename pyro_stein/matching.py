@@ -72,7 +72,7 @@ def sliced_wasserstein_direction(
     Args:
         x: ``(N, D)``, the batch to move.
         y: ``(M, D)``, the target batch (``M`` may differ from ``N``).
-        projections: ``(D, P)`` unit directions, e.g. from :func:`random_projections`.
+        projections: ``(D, P)`` unit directions, e.g. from `random_projections()`.
 
     Returns:
         ``(direction (N, D), sliced W2^2)``: the squared distance averaged over the

@@ -1,6 +1,6 @@
 """A Pyro model's log joint in unconstrained space, for a whole batch of latent vectors.
 
-The latent vector layout is that of a :class:`pyro.infer.autoguide.AutoContinuous` guide:
+The latent vector layout is that of a `pyro.infer.autoguide.AutoContinuous` guide:
 every latent site, mapped to unconstrained space by ``biject_to(site["fn"].support)``,
 flattened and concatenated in the order of the guide's prototype trace.  For a batch
 ``z`` of shape ``(N, D)`` the density is
@@ -173,7 +173,7 @@ class UnconstrainedLogDensity:
 
     Args:
         model: the Pyro model.
-        guide: an :class:`~pyro.infer.autoguide.AutoContinuous` guide whose prototype trace
+        guide: an `AutoContinuous` guide whose prototype trace
             is already set up; it defines the latent layout.
         batching: ``"auto"`` (default) picks the first of ``"plate"``, ``"vmap"`` that
             agrees with a per-particle evaluation on the first call, else ``"loop"`` with
@@ -186,7 +186,7 @@ class UnconstrainedLogDensity:
     ``(N,)``.  Evaluation runs with distribution validation off, so a particle where the
     model produces NaN or infinite values (or rounds onto the edge of a support) gets a
     non-finite log density instead of raising; the caller decides what to do with it, and
-    :meth:`non_finite_sites` names the sites responsible.
+    `non_finite_sites()` names the sites responsible.
 
     Example:
         >>> density = UnconstrainedLogDensity(model, guide)          # doctest: +SKIP
@@ -224,7 +224,7 @@ class UnconstrainedLogDensity:
         Raises:
             GuideModelMismatch: a latent site is in one of model and guide but not the
                 other, or has a different shape or support.
-            TypeError: non-tensor data (see :func:`check_model_args`).
+            TypeError: non-tensor data (see `check_model_args()`).
         """
         if self.max_plate_nesting is not None:
             return
@@ -433,7 +433,7 @@ class UnconstrainedLogDensity:
         return terms
 
     def non_finite_sites(self, z: Tensor, args: tuple = (), kwargs: dict | None = None) -> list[str]:
-        """Names of the terms (see :meth:`site_terms`) that are NaN or infinite at ``z``."""
+        """Names of the terms (see `site_terms()`) that are NaN or infinite at ``z``."""
         with torch.no_grad():
             terms = self.site_terms(z, args, kwargs)
         return [name for name, value in terms.items() if not torch.isfinite(value)]
@@ -441,12 +441,13 @@ class UnconstrainedLogDensity:
 
 class LatentLayout(AutoContinuous):
     """The unconstrained latent layout of a model, with no distribution attached: what
-    :class:`UnconstrainedLogDensity` needs in order to judge draws that came from
+    `UnconstrainedLogDensity` needs in order to judge draws that came from
     elsewhere (another engine, MCMC).
 
     Args:
         model: the Pyro model.
-        *args, **kwargs: its arguments (they fix the latent sites' shapes).
+        *args: its positional arguments (they fix the latent sites' shapes).
+        **kwargs: its keyword arguments.
 
     Example:
         >>> layout = LatentLayout(model, x, y)                           # doctest: +SKIP
@@ -469,7 +470,7 @@ class LatentLayout(AutoContinuous):
 
     def unpack(self, latent: Tensor) -> dict[str, Tensor]:
         """Unconstrained ``(n, D)`` -> constrained ``{site: (n, *site_shape)}``; the inverse
-        of :meth:`pack`."""
+        of `pack()`."""
         return constrained_batch(self, latent)
 
     def pack(self, values: dict[str, Tensor]) -> Tensor:

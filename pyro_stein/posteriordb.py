@@ -1,7 +1,7 @@
 """Read posteriordb posteriors (models' data and reference draws) and run them as Pyro models.
 
 posteriordb (https://github.com/stan-dev/posteriordb) stores each posterior as a Stan model,
-its data and gold-standard reference draws.  :class:`PosteriorDatabase` reads that layout
+its data and gold-standard reference draws.  `PosteriorDatabase` reads that layout
 from a local folder (a full clone or a subset); :data:`PORTS` holds faithful Pyro ports of
 the Stan models that have one here.  A port reproduces the Stan posterior exactly, up to a
 constant: a Stan parameter with no sampling statement gets a flat prior on its constrained
@@ -220,7 +220,7 @@ def _read_zipped_json(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class Posterior:
-    """One posterior of a :class:`PosteriorDatabase`.
+    """One posterior of a `PosteriorDatabase`.
 
     Attributes:
         name: e.g. ``"kidiq-kidscore_interaction"``.
@@ -238,7 +238,7 @@ class Posterior:
 
     @property
     def stan_code(self) -> str:
-        """The Stan model, the definition that :attr:`port` follows."""
+        """The Stan model, the definition that `port` follows."""
         return (self.root / "models" / "stan" / f"{self.model_name}.stan").read_text()
 
     @cached_property
@@ -258,7 +258,7 @@ class Posterior:
             ) from None
 
     def model_and_args(self, dtype: torch.dtype = torch.float64) -> tuple[Callable[..., None], tuple[Tensor, ...]]:
-        """The Pyro model and its arguments built from :attr:`data`."""
+        """The Pyro model and its arguments built from `data`."""
         return self.port.model, self.port.args(self.data, dtype)
 
     @cached_property
@@ -282,7 +282,7 @@ class Posterior:
         return self._reference[1]
 
     def reference_columns(self, latent_draws: dict[str, Tensor]) -> np.ndarray:
-        """A port's latent draws laid out like :meth:`reference_draws`."""
+        """A port's latent draws laid out like `reference_draws()`."""
         columns = self.port.reference_values(latent_draws)
         missing = [n for n in self.reference_names if n not in columns]
         if missing:

@@ -78,7 +78,7 @@ def kernel_gram(particles: Tensor, kernel: RadialKernel, valid: Tensor | None = 
             still moved by the others.  Positions must be finite.
 
     Returns:
-        A :class:`KernelGram`.
+        A `KernelGram`.
     """
     if particles.dim() != 2:
         raise ValueError(f"particles must have shape (N, D), got {tuple(particles.shape)}")
@@ -115,7 +115,7 @@ def stein_direction(
     Args:
         scores: ``(N, D)``, ``grad log p`` at each particle; rows of invalid particles are
             ignored (they may be NaN).
-        gram: the kernel on these particles, from :func:`kernel_gram`.
+        gram: the kernel on these particles, from `kernel_gram()`.
         leave_one_out: skip the self-interaction ``j = i`` (see the module docstring).
         invalid_pull: multiplies the mean-shift step of invalid particles.
 
@@ -223,7 +223,7 @@ def squared_ksd(scores: Tensor, gram: KernelGram) -> Tensor:
 def squared_ksd_blocked(
     points: Tensor, scores: Tensor, kernel: RadialKernel, bandwidth: float | Tensor, *, block_size: int = 1024
 ) -> Tensor:
-    """:func:`squared_ksd` for many points with a fixed bandwidth, in row blocks, so memory
+    """`squared_ksd()` for many points with a fixed bandwidth, in row blocks, so memory
     is ``O(block_size N)``.
 
     Args:

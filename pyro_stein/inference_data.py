@@ -1,0 +1,629 @@
+"""Posterior draws of a Pyro model as an ArviZ ``InferenceData``.
+
+One code path for every source of draws (a [`fit()`][pyro_stein.fit] result, any Pyro guide,
+``pyro.infer.MCMC``), so that a sampler and NUTS land in the same layout and compare in
+one call. The model is run at every draw (batched the way `UnconstrainedLogDensity`
+found works for it) to give deterministic sites, per-observation log-likelihoods and
+posterior predictive draws.
+
+ArviZ is touched only in `_build_inference_data()`, through ``az.from_dict``; a move to
+ArviZ 1.x (whose ``from_dict`` takes one dict of groups) changes that function only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import MCMC, Predictive
+from pyro.infer.autoguide import AutoContinuous
+from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor
+
+from .diagnostics import ksd_of_latents
+from .initialization import init_to_feasible
+from .model_density import PARTICLE_PLATE, LatentLayout, UnconstrainedLogDensity, constrained_batch
+
+__all__ = ["from_mcmc", "to_inference_data"]
+
+#: Draws evaluated by one batched run of the model (bounds the memory of a run).
+BATCH_SIZE = 1000
+
+
+def to_inference_data(
+    source: Any,
+    model: Callable[..., Any] | None = None,
+    *args: Any,
+    num_samples: int = 4000,
+    coords: Mapping[str, Sequence[Any]] | None = None,
+    dims: Mapping[str, Sequence[str]] | None = None,
+    ksd: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """Posterior draws, posterior predictive and log-likelihood of a Pyro model, as ArviZ
+    ``InferenceData``.
+
+    Groups:
+
+    * ``posterior``: every latent site (constrained, in the shape the model sees it for one
+      draw: no plate padding, no auxiliary guide sites) and every ``pyro.deterministic`` site;
+    * ``posterior_predictive``: one replicate of every observed site per draw, drawn from the
+      site's distribution at that draw (for models whose observations depend on earlier
+      observed data, such as autoregressions, that is the one-step-ahead predictive);
+    * ``log_likelihood``: ``log p(y_i | draw)`` per observation (per element of the observed
+      site's batch shape), so ``az.loo`` and ``az.waic`` work;
+    * ``observed_data``: the observed values; ``constant_data``: the model's other tensor
+      arguments, by parameter name;
+    * ``sample_stats``: ``lp``, the log joint density of each draw in unconstrained space
+      (with the log-Jacobian, like Stan's ``lp__`` and minus Pyro's potential energy),
+      ``diverging`` for MCMC; its attributes hold the kernelized Stein discrepancy of the
+      draws (``ksd``, see [`pyro_stein.ksd()`][pyro_stein.ksd]) and, for a fit, the engine and its
+      training figures.
+
+    Dimensions of sites inside ``pyro.plate`` are named after the plate; the others
+    ``<site>_dim_<i>`` (ArviZ's convention). ``dims`` and ``coords`` override and label them.
+    A subsampled plate is evaluated on all of its data, so the log-likelihood and the
+    predictive cover every observation.
+
+    Draws of a fit or guide are independent, so they form **one chain**. ArviZ's summaries
+    work on it, but the MCMC diagnostics mean something else there: R-hat compares chains
+    (split halves of i.i.d. draws always give about 1), and ESS is about the number of draws.
+    Neither says whether the sampler matches the posterior; the ``ksd`` attribute does
+    (``docs/arviz.md``).
+
+    Args:
+        source: a [`FitResult`][pyro_stein.FitResult], a trained guide (an
+            [`AutoNeuralSampler`][pyro_stein.AutoNeuralSampler], any ``pyro.infer.autoguide`` guide or
+            guide function whose sample sites are the model's latents), a finished
+            ``pyro.infer.MCMC`` run (its chains are kept), or draws of every latent site,
+            ``{site: (num_chains, num_draws, *site_shape)}`` or ``{site: (num_draws,
+            *site_shape)}`` (one chain), e.g. a cached reference.
+        model: the Pyro model; default the fit's, or the MCMC kernel's.
+        *args: the model's positional arguments (the data); default the fit's, or the
+            MCMC run's.
+        **kwargs: the model's keyword arguments; they cannot be named like this
+            function's own.
+        num_samples: draws from a fit or guide (ignored for MCMC).
+        coords: coordinate values by dimension name, e.g. ``{"school": names}``.
+        dims: dimension names by variable, e.g. ``{"beta": ["feature"]}``; they replace the
+            default names of that variable's dimensions after ``chain`` and ``draw``.
+        ksd: compute the kernelized Stein discrepancy of the draws (``O(n^2 D)``, a second
+            or two for 4000 draws).
+
+    Returns:
+        ``arviz.InferenceData``.
+
+    Raises:
+        TypeError: ``source`` is none of the above.
+        ValueError: the guide is not trained, ``num_samples`` is not positive, or ``dims``
+            names do not fit a variable's dimensions.
+        KeyError: the draws miss a latent site of the model.
+
+    Example:
+        >>> import arviz as az                                          # doctest: +SKIP
+        >>> result = pyro_stein.fit(model, x, y)                        # doctest: +SKIP
+        >>> idata = pyro_stein.to_inference_data(result)                # doctest: +SKIP
+        >>> az.summary(idata); az.loo(idata)                            # doctest: +SKIP
+    """
+    from .fitting import FitResult  # fitting imports this module's users; avoid a cycle
+
+    engine_attrs: dict[str, Any] = {}
+    if isinstance(source, FitResult):
+        if model is None:
+            model = source.model
+        if not args and not kwargs:
+            args, kwargs = source.args, source.kwargs
+        engine_attrs = _fit_attrs(source)
+        source = source.guide
+    if isinstance(source, MCMC):
+        return from_mcmc(source, *args, model=model, coords=coords, dims=dims, ksd=ksd, **kwargs)
+    if model is None:
+        raise TypeError("pass the model: to_inference_data(guide, model, *args, **kwargs)")
+    if isinstance(source, Mapping):
+        layout = LatentLayout(model, *args, **kwargs)
+        draws = _chains_of(source, layout.site_shapes)
+        return _assemble(draws, model, layout, args, kwargs, coords=coords, dims=dims, ksd=ksd, stats={}, attrs={})
+    if not callable(source):
+        raise TypeError(
+            f"source must be a FitResult, a Pyro guide or a pyro.infer.MCMC run, got {type(source).__name__}"
+        )
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    layout = LatentLayout(model, *args, **kwargs)
+    draws = _guide_draws(source, model, layout, num_samples, args, kwargs)
+    draws = {name: value.unsqueeze(0) for name, value in draws.items()}  # one chain
+    return _assemble(
+        draws, model, layout, args, kwargs, coords=coords, dims=dims, ksd=ksd, stats={}, attrs=engine_attrs
+    )
+
+
+def from_mcmc(
+    mcmc: MCMC,
+    *args: Any,
+    model: Callable[..., Any] | None = None,
+    coords: Mapping[str, Sequence[Any]] | None = None,
+    dims: Mapping[str, Sequence[str]] | None = None,
+    ksd: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """A finished ``pyro.infer.MCMC`` run in the layout of `to_inference_data()`, chains
+    kept, with per-draw ``diverging`` and each chain's acceptance rate in ``sample_stats``.
+
+    Args:
+        mcmc: the run, after ``mcmc.run(...)``.
+        *args: the model's positional arguments; default those of ``mcmc.run``.
+        model: default the kernel's model.
+        coords: as in `to_inference_data()`.
+        dims: as in `to_inference_data()`.
+        ksd: as in `to_inference_data()`.
+        **kwargs: the model's keyword arguments; default those of ``mcmc.run``.
+
+    Returns:
+        ``arviz.InferenceData``.
+
+    Example:
+        >>> mcmc = MCMC(NUTS(model), num_samples=1000, warmup_steps=1000)   # doctest: +SKIP
+        >>> mcmc.run(x, y)                                                  # doctest: +SKIP
+        >>> nuts = pyro_stein.from_mcmc(mcmc)                               # doctest: +SKIP
+        >>> az.compare({"nuts": nuts, "asvgd": pyro_stein.to_inference_data(result)})  # doctest: +SKIP
+    """
+    if not isinstance(mcmc, MCMC):
+        raise TypeError(f"from_mcmc needs a pyro.infer.MCMC run, got {type(mcmc).__name__}")
+    if model is None:
+        model = getattr(mcmc.kernel, "model", None)
+        if model is None:
+            raise ValueError("the MCMC kernel has no model (it was built from a potential_fn); pass model=")
+    if not args and not kwargs:
+        # MCMC keeps the arguments of its last run; ArviZ's own from_pyro reads them too.
+        args, kwargs = getattr(mcmc, "_args", ()), getattr(mcmc, "_kwargs", {})
+    samples = mcmc.get_samples(group_by_chain=True)
+    if not samples:
+        raise ValueError("the MCMC run has no samples: call mcmc.run(...) first")
+    layout = LatentLayout(model, *args, **kwargs)
+    draws = {name: samples[name] for name in layout.site_shapes if name in samples}
+    num_chains, num_draws = next(iter(samples.values())).shape[:2]
+    diagnostics = mcmc.diagnostics()
+    diverging = np.zeros((num_chains, num_draws), dtype=bool)
+    for chain, indices in enumerate(diagnostics.get("divergences", {}).values()):
+        diverging[chain, list(indices)] = True
+    attrs = {"sampler": type(mcmc.kernel).__name__}
+    for chain, rate in enumerate(diagnostics.get("acceptance rate", {}).values()):
+        attrs[f"acceptance_rate_chain_{chain}"] = float(rate)
+    return _assemble(
+        draws, model, layout, args, kwargs, coords=coords, dims=dims, ksd=ksd,
+        stats={"diverging": diverging}, attrs=attrs,
+    )
+
+
+# --------------------------------------------------------------------------- draws
+def _guide_draws(
+    guide: Callable[..., Any], model: Callable[..., Any], layout: LatentLayout, num: int, args: tuple, kwargs: dict
+) -> dict[str, Tensor]:
+    """``{latent site: (num, *site_shape)}`` from a trained guide."""
+    if isinstance(guide, AutoContinuous):
+        if guide.prototype_trace is None:
+            raise ValueError("the guide has not been trained (its prototype trace is not set up); fit it first")
+        with torch.no_grad(), poutine.block():
+            if hasattr(guide, "sample_latent_batch"):
+                latent = guide.sample_latent_batch(num)
+            else:
+                latent = guide.get_posterior(*args, **kwargs).sample((num,))
+            return {name: value.detach() for name, value in constrained_batch(guide, latent).items()}
+    shapes = layout.site_shapes
+    with torch.no_grad(), poutine.block():
+        try:
+            raw = Predictive(guide, num_samples=num, parallel=True)(*args, **kwargs)
+        except Exception:  # a guide that does not broadcast over a leading draw dimension
+            raw = Predictive(guide, num_samples=num, parallel=False)(*args, **kwargs)
+    missing = [name for name in shapes if name not in raw]
+    if missing:
+        raise KeyError(f"the guide draws no value for the model's latent sites {missing}")
+    return {name: raw[name].reshape((num,) + shape) for name, shape in shapes.items()}
+
+
+def _chains_of(draws: Mapping[str, Any], shapes: dict[str, torch.Size]) -> dict[str, Tensor]:
+    """User-given draws as ``{site: (chains, draws, *shape)}``; a leading chain dim is
+    recognised by rank (one more than ``(draws, *shape)``)."""
+    result = {}
+    for name, shape in shapes.items():
+        if name not in draws:
+            raise KeyError(f"no draws for latent site {name!r}; the model's latent sites are {list(shapes)}")
+        value = torch.as_tensor(np.asarray(draws[name]) if not isinstance(draws[name], Tensor) else draws[name])
+        if value.dim() == len(shape) + 1:
+            value = value.unsqueeze(0)
+        if value.dim() != len(shape) + 2 or value.shape[2:] != shape:
+            raise ValueError(
+                f"draws of site {name!r} have shape {tuple(value.shape)}; expected (num_chains, num_draws, "
+                f"*{tuple(shape)}) or (num_draws, *{tuple(shape)})"
+            )
+        result[name] = value
+    chains_draws = {tuple(value.shape[:2]) for value in result.values()}
+    if len(chains_draws) > 1:
+        raise ValueError(f"the sites' draws disagree on (num_chains, num_draws): {sorted(chains_draws)}")
+    return result
+
+
+# ---------------------------------------------------------------- model outputs
+def _trace_with_feasible_latents(model: Callable[..., Any], args: tuple, kwargs: dict) -> poutine.Trace:
+    with poutine.block(), pyro.validation_enabled(False):
+        return poutine.trace(InitMessenger(init_to_feasible)(model)).get_trace(*args, **kwargs)
+
+
+class _SubsamplePlan:
+    """How to cover every observation of a model with a subsampled plate.
+
+    ``pyro.plate(..., subsample_size=m)`` refuses an index set of another size, so the data
+    are evaluated in consecutive minibatches of ``m`` indices (the last one ends at the last
+    index and keeps only the indices not seen before), and the outputs are joined along the
+    plate's dimension.
+    """
+
+    def __init__(self, trace: poutine.Trace, latents: Sequence[str]) -> None:
+        subsampled = [
+            (name, site) for name, site in trace.nodes.items() if site["type"] == "sample" and site_is_subsample(site)
+            and site["fn"].subsample_size is not None and site["fn"].subsample_size < site["fn"].size
+        ]
+        if len(subsampled) > 1:
+            raise ValueError(
+                f"the model subsamples {len(subsampled)} plates ({[name for name, _ in subsampled]}); "
+                "to_inference_data covers every observation of one subsampled plate only"
+            )
+        self.plate: str | None = None
+        self.chunks: list[tuple[Tensor, slice]] = []
+        if not subsampled:
+            return
+        self.plate, site = subsampled[0]
+        size, batch = site["fn"].size, site["fn"].subsample_size
+        local = [name for name in latents if any(f.name == self.plate for f in trace.nodes[name]["cond_indep_stack"])]
+        if local:
+            raise ValueError(
+                f"latent sites {local} lie in the subsampled plate {self.plate!r}: their draws exist for "
+                "one minibatch only, so there is no posterior over all of the data to report"
+            )
+        self.scale = size / batch
+        for start in range(0, size, batch):
+            first = min(start, size - batch)
+            indices = torch.arange(first, first + batch, device=site["value"].device)
+            self.chunks.append((indices, slice(start - first, batch)))
+
+    def models(self, model: Callable[..., Any]) -> list[Callable[..., Any]]:
+        if self.plate is None:
+            return [model]
+        return [poutine.condition(model, data={self.plate: indices}) for indices, _ in self.chunks]
+
+    def axis(self, site: dict, rank: int) -> int | None:
+        """The subsampled plate's axis in a value of ``rank`` dims whose batch dims are the
+        site's, right-aligned as ``site``'s plates place them; ``None`` if not in the plate."""
+        for frame in site["cond_indep_stack"]:
+            if frame.name == self.plate and frame.dim is not None:
+                return _batch_rank(site, rank) + frame.dim
+        return None
+
+    def join(self, parts: list[Tensor], axis: int | None, draws: bool) -> Tensor:
+        """Join one output over the chunks (``draws``: a leading draw dim is present)."""
+        if axis is None:
+            return parts[0]
+        axis += int(draws)
+        kept = [part.narrow(axis, keep.start, keep.stop - keep.start) for part, (_, keep) in zip(parts, self.chunks)]
+        return torch.cat(kept, axis)
+
+
+def _is_deterministic(site: dict) -> bool:
+    return site["type"] == "sample" and bool(site["infer"].get("_deterministic", False))
+
+
+def _observed_names(trace: poutine.Trace, latents: Sequence[str]) -> list[str]:
+    """Observed sites with data: not latents, subsample indices, deterministics or factors."""
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and site["is_observed"]
+        and name not in latents
+        and not site_is_subsample(site)
+        and not _is_deterministic(site)
+        and site["value"].numel() > 0  # pyro.factor's Unit sites carry no data
+    ]
+
+
+def _outputs_of_trace(trace: poutine.Trace, deterministic: Sequence[str], observed: Sequence[str]) -> dict[str, Tensor]:
+    outputs = {f"deterministic/{name}": trace.nodes[name]["value"] for name in deterministic}
+    for name in observed:
+        fn, value = trace.nodes[name]["fn"], trace.nodes[name]["value"]
+        outputs[f"log_likelihood/{name}"] = fn.log_prob(value)
+        outputs[f"predictive/{name}"] = fn.sample()
+    return outputs
+
+
+class _ModelRunner:
+    """Runs the model conditioned on a batch of latent draws and collects, per draw,
+    deterministic values, per-observation log-likelihoods and a predictive replicate."""
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        trace: poutine.Trace,
+        latents: Sequence[str],
+        batching: str,
+        max_plate_nesting: int,
+        args: tuple,
+        kwargs: dict,
+    ) -> None:
+        self.model, self.args, self.kwargs = model, args, kwargs
+        self.latents = list(latents)
+        self.deterministic = [name for name, site in trace.nodes.items() if _is_deterministic(site)]
+        self.observed = _observed_names(trace, self.latents)
+        self.batching = batching
+        self.rank = max_plate_nesting + 1
+        # Plate padding of each latent under the particle plate: Predictive's rule.
+        self.padding = {name: self.rank - 1 - len(trace.nodes[name]["fn"].batch_shape) for name in self.latents}
+        self.shapes = {key: value.shape for key, value in self._single(self._first(trace)).items()}
+
+    def _first(self, trace: poutine.Trace) -> dict[str, Tensor]:
+        return {name: trace.nodes[name]["value"] for name in self.latents}
+
+    def _trace(self, values: dict[str, Tensor]) -> poutine.Trace:
+        with poutine.block(), pyro.validation_enabled(False):
+            return poutine.trace(poutine.condition(self.model, data=values)).get_trace(*self.args, **self.kwargs)
+
+    def _single(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        return _outputs_of_trace(self._trace(values), self.deterministic, self.observed)
+
+    def _looped(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        num = next(iter(values.values())).shape[0]
+        rows = [self._single({name: value[i] for name, value in values.items()}) for i in range(num)]
+        return {key: torch.stack([row[key] for row in rows]) for key in self.shapes}
+
+    def _vmapped(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        return torch.func.vmap(self._single, randomness="different")(values)
+
+    def _plated(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        num = next(iter(values.values())).shape[0]
+        padded = {
+            name: value.reshape((num,) + (1,) * self.padding[name] + value.shape[1:]) for name, value in values.items()
+        }
+        with pyro.plate(PARTICLE_PLATE, num, dim=-self.rank):
+            outputs = self._single(padded)
+        unpadded = {}
+        for key, value in outputs.items():
+            shape = self.shapes[key]
+            if value.numel() == shape.numel():  # an output that does not depend on the draw
+                unpadded[key] = value.reshape(shape).expand((num,) + shape)
+            elif value.numel() == num * shape.numel():
+                unpadded[key] = value.reshape((num,) + shape)
+            else:
+                raise ValueError(f"{key} has shape {tuple(value.shape)} when batched, {tuple(shape)} for one draw")
+        return unpadded
+
+    def __call__(self, values: dict[str, Tensor], batch_size: int = BATCH_SIZE) -> dict[str, Tensor]:
+        """``{"deterministic/<site>" | "log_likelihood/<site>" | "predictive/<site>": (n, ...)}``."""
+        num = next(iter(values.values())).shape[0]
+        if self.batching != "loop":
+            self.batching = self._check_batched(values)
+        run = {"plate": self._plated, "vmap": self._vmapped, "loop": self._looped}[self.batching]
+        chunks = [
+            run({name: value[start : start + batch_size] for name, value in values.items()})
+            for start in range(0, num, batch_size)
+        ]
+        return {key: torch.cat([chunk[key] for chunk in chunks]) for key in self.shapes}
+
+    def _check_batched(self, values: dict[str, Tensor]) -> str:
+        """Keep the batched evaluation if it agrees with one draw at a time on the first
+        draws (deterministic values and log-likelihoods; predictive draws are random)."""
+        probe = {name: value[:3] for name, value in values.items()}
+        reference = self._looped(probe)
+        evaluate = self._plated if self.batching == "plate" else self._vmapped
+        try:
+            batched = evaluate(probe)
+            agree = all(
+                torch.allclose(batched[key], reference[key], rtol=1e-4, atol=1e-5, equal_nan=True)
+                for key in reference
+                if not key.startswith("predictive/")
+            ) and all(batched[key].shape == reference[key].shape for key in reference)
+            reason = "its outputs differ from one draw at a time"
+        except Exception as error:  # the model's own code, batched in a way it does not support
+            agree, reason = False, f"it raised {type(error).__name__}: {error}"
+        if agree:
+            return self.batching
+        warnings.warn(
+            f"running the model for all draws at once ({self.batching}) failed: {reason}; "
+            "evaluating one draw at a time instead (correct, slower)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return "loop"
+
+
+# ------------------------------------------------------------------ assembly
+def _assemble(
+    draws: dict[str, Tensor],
+    model: Callable[..., Any],
+    layout: LatentLayout,
+    args: tuple,
+    kwargs: dict,
+    *,
+    coords: Mapping[str, Sequence[Any]] | None,
+    dims: Mapping[str, Sequence[str]] | None,
+    ksd: bool,
+    stats: dict[str, np.ndarray],
+    attrs: dict[str, Any],
+) -> Any:
+    """Run the model at every draw (``{site: (chains, draws, *shape)}``) and build the groups."""
+    latents = list(layout.site_shapes)
+    missing = [name for name in latents if name not in draws]
+    if missing:
+        raise KeyError(f"no draws for the model's latent sites {missing}")
+    num_chains, num_draws = draws[latents[0]].shape[:2]
+    flat = {name: draws[name].reshape((num_chains * num_draws,) + draws[name].shape[2:]).to(layout.dtype) for name in latents}
+
+    plan = _SubsamplePlan(_trace_with_feasible_latents(model, args, kwargs), latents)
+    packed = layout.pack(flat)
+    chunk_outputs, traces, lp, density, runner = [], [], None, None, None
+    for chunk_model in plan.models(model):
+        trace = _trace_with_feasible_latents(chunk_model, args, kwargs)
+        if density is None:
+            density = UnconstrainedLogDensity(chunk_model, layout)
+            density.setup(args, kwargs)
+            with torch.no_grad():
+                lp = torch.cat([density(block, args, kwargs) for block in packed.split(BATCH_SIZE)])
+            batching = density.batching
+        runner = _ModelRunner(chunk_model, trace, latents, batching, density.max_plate_nesting, args, kwargs)
+        with torch.no_grad():
+            chunk_outputs.append(runner(flat))
+        batching = runner.batching
+        traces.append(trace)
+    trace = traces[0]
+    outputs = {}
+    for key in chunk_outputs[0]:
+        site = trace.nodes[key.split("/", 1)[1]]
+        axis = plan.axis(site, chunk_outputs[0][key].dim() - 1)
+        outputs[key] = plan.join([chunk[key] for chunk in chunk_outputs], axis, draws=True)
+    observed_data = {}
+    for name in runner.observed:
+        site = trace.nodes[name]
+        axis = plan.axis(site, site["value"].dim())
+        observed_data[name] = plan.join([t.nodes[name]["value"] for t in traces], axis, draws=False)
+        if axis is not None:
+            # lp was computed on the first minibatch, scaled up: replace that estimate of
+            # this site's log-likelihood by its value on all of the data.
+            minibatch = chunk_outputs[0][f"log_likelihood/{name}"]
+            lp = lp - plan.scale * minibatch.reshape(len(lp), -1).sum(-1)
+            lp = lp + outputs[f"log_likelihood/{name}"].reshape(len(lp), -1).sum(-1)
+
+    def per_chain(value: Tensor) -> np.ndarray:
+        return value.detach().reshape((num_chains, num_draws) + value.shape[1:]).cpu().numpy()
+
+    posterior = {name: per_chain(flat[name]) for name in latents}
+    posterior.update({name: per_chain(outputs[f"deterministic/{name}"]) for name in runner.deterministic})
+    groups: dict[str, dict[str, np.ndarray]] = {"posterior": posterior}
+    if runner.observed:
+        groups["posterior_predictive"] = {name: per_chain(outputs[f"predictive/{name}"]) for name in runner.observed}
+        groups["log_likelihood"] = {name: per_chain(outputs[f"log_likelihood/{name}"]) for name in runner.observed}
+        groups["observed_data"] = {name: value.detach().cpu().numpy() for name, value in observed_data.items()}
+    constant = _constant_data(model, args, kwargs, list(observed_data.values()))
+    if constant:
+        groups["constant_data"] = constant
+    groups["sample_stats"] = {"lp": per_chain(lp), **stats}
+
+    stats_attrs = dict(attrs)
+    if ksd:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an infinite figure speaks for itself
+            stats_attrs["ksd"] = ksd_of_latents(density, packed, args, kwargs)
+    default_dims = _plate_dims(trace, latents + runner.deterministic + runner.observed)
+    return _build_inference_data(groups, default_dims, dims or {}, coords or {}, stats_attrs)
+
+
+def _batch_rank(site: dict, rank: int) -> int:
+    """How many leading dims of a ``rank``-dim value of ``site`` are batch dims."""
+    # Plates index batch dims, so there are at least as many as the plates are deep; this
+    # also places pyro.deterministic sites, whose event_dim defaults to the whole value.
+    depth = max((-frame.dim for frame in site["cond_indep_stack"] if frame.vectorized and frame.dim is not None), default=0)
+    return min(rank, max(rank - site["fn"].event_dim, depth))
+
+
+def _plate_dims(trace: poutine.Trace, names: Sequence[str]) -> dict[str, list[str]]:
+    """Each site's dimension names: its plates' names for its batch dims, else ``<site>_dim_<i>``."""
+    result = {}
+    for name in names:
+        site = trace.nodes[name]
+        shape = site["value"].shape
+        plates = {
+            frame.dim: frame
+            for frame in site["cond_indep_stack"]
+            if frame.vectorized and frame.dim is not None and frame.name != PARTICLE_PLATE
+        }
+        batch_rank = _batch_rank(site, len(shape))
+        labels = []
+        for i, size in enumerate(shape):
+            frame = plates.get(i - batch_rank)
+            labels.append(frame.name if frame is not None and frame.size == size else f"{name}_dim_{i}")
+        result[name] = labels
+    return result
+
+
+def _constant_data(model: Callable[..., Any], args: tuple, kwargs: dict, observed: Sequence[Tensor]) -> dict[str, np.ndarray]:
+    """The model's tensor arguments that are not observed data, by parameter name."""
+    function = model.forward if isinstance(model, torch.nn.Module) else model
+    try:
+        bound = inspect.signature(function).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # no signature to bind to: number the arguments
+        bound = {f"arg{i}": value for i, value in enumerate(args)} | dict(kwargs)
+    constant = {}
+    for name, value in bound.items():
+        if isinstance(value, torch.Tensor) and not any(_same_data(value, obs) for obs in observed):
+            constant[name] = value.detach().cpu().numpy()
+    return constant
+
+
+def _same_data(value: Tensor, observed: Tensor) -> bool:
+    # A subsampled model indexes its data (y[ind]): a copy, equal to the argument.
+    return value is observed or (value.shape == observed.shape and bool(torch.equal(value, observed)))
+
+
+def _fit_attrs(result: Any) -> dict[str, Any]:
+    """Scalar, netCDF-storable facts about a fit."""
+    attrs: dict[str, Any] = {
+        "engine": type(result.engine).__name__,
+        "num_steps": int(result.num_steps),
+        "training_seconds": float(result.seconds),
+    }
+    if result.ksd is not None:
+        attrs["fit_ksd"] = float(result.ksd)
+    for name, values in result.history.items():
+        if values:
+            tail = values[-min(len(values), 100) :]
+            attrs[f"{name}_last100_mean"] = float(np.mean(tail))
+    return attrs
+
+
+def _build_inference_data(
+    groups: dict[str, dict[str, np.ndarray]],
+    default_dims: dict[str, list[str]],
+    dims: Mapping[str, Sequence[str]],
+    coords: Mapping[str, Sequence[Any]],
+    stats_attrs: dict[str, Any],
+) -> Any:
+    """The only place that calls ArviZ."""
+    import arviz as az  # slow to import; only needed here
+
+    import pyro_stein
+
+    merged = {name: list(dims.get(name, names)) for name, names in default_dims.items()}
+    merged.update({name: list(names) for name, names in dims.items() if name not in merged})
+    for group, variables in groups.items():
+        for name, value in variables.items():
+            names = merged.get(name)
+            chain_draw = 0 if group in ("observed_data", "constant_data") else 2
+            if names is not None and group != "log_likelihood" and len(names) != value.ndim - chain_draw:
+                raise ValueError(
+                    f"dims for {name!r} name {len(names)} dimensions ({names}), but it has "
+                    f"{value.ndim - chain_draw}: shape {value.shape[chain_draw:]}"
+                )
+    # A per-observation log-likelihood drops the event dims of its site: it gets a prefix.
+    likelihood_dims = {
+        name: merged[name][: value.ndim - 2] for name, value in groups.get("log_likelihood", {}).items() if name in merged
+    }
+    attrs = {"inference_library": "pyro_stein", "inference_library_version": pyro_stein.__version__}
+    other = {group: variables for group, variables in groups.items() if group != "log_likelihood"}
+    used = {dim for names in merged.values() for dim in names}
+    coords = {dim: list(values) for dim, values in coords.items() if dim in used}
+    idata = az.from_dict(**other, coords=coords, dims=merged, attrs=attrs)
+    if "log_likelihood" in groups:
+        used = {dim for names in likelihood_dims.values() for dim in names}
+        likelihood = az.from_dict(
+            log_likelihood=groups["log_likelihood"],
+            coords={dim: values for dim, values in coords.items() if dim in used},
+            dims=likelihood_dims,
+            attrs=attrs,
+        )
+        idata.extend(likelihood)
+    idata.sample_stats.attrs.update(stats_attrs)
+    return idata
