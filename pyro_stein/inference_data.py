@@ -74,7 +74,7 @@ def to_inference_data(
 
     Draws of a fit or guide are independent, so they form **one chain**. ArviZ's summaries
     work on it, but the MCMC diagnostics mean something else there: R-hat compares chains
-    (split halves of i.i.d. draws always give about 1), and ESS is about the number of draws.
+    (ArviZ reports ``nan`` for one), and ESS is about the number of draws.
     Neither says whether the sampler matches the posterior; the ``ksd`` attribute does
     (``docs/arviz.md``).
 
@@ -337,7 +337,13 @@ def _outputs_of_trace(trace: poutine.Trace, deterministic: Sequence[str], observ
     outputs = {f"deterministic/{name}": trace.nodes[name]["value"] for name in deterministic}
     for name in observed:
         fn, value = trace.nodes[name]["fn"], trace.nodes[name]["value"]
-        outputs[f"log_likelihood/{name}"] = fn.log_prob(value)
+        log_prob = fn.log_prob(value)
+        outputs[f"log_likelihood/{name}"] = log_prob
+        # poutine.mask and obs_mask leave observations out of the model's density: they are
+        # no data for LOO either. Kept as 0/1 values so batched and looped runs compare.
+        mask = trace.nodes[name]["mask"]
+        keep = torch.as_tensor(True if mask is None else mask, device=log_prob.device)
+        outputs[f"mask/{name}"] = keep.to(log_prob.dtype).expand(log_prob.shape)
         outputs[f"predictive/{name}"] = fn.sample()
     return outputs
 
@@ -353,6 +359,7 @@ class _ModelRunner:
         latents: Sequence[str],
         batching: str,
         max_plate_nesting: int,
+        dtype: torch.dtype,
         args: tuple,
         kwargs: dict,
     ) -> None:
@@ -364,10 +371,11 @@ class _ModelRunner:
         self.rank = max_plate_nesting + 1
         # Plate padding of each latent under the particle plate: Predictive's rule.
         self.padding = {name: self.rank - 1 - len(trace.nodes[name]["fn"].batch_shape) for name in self.latents}
-        self.shapes = {key: value.shape for key, value in self._single(self._first(trace)).items()}
+        self.shapes = {key: value.shape for key, value in self._single(self._first(trace, dtype)).items()}
 
-    def _first(self, trace: poutine.Trace) -> dict[str, Tensor]:
-        return {name: trace.nodes[name]["value"] for name in self.latents}
+    def _first(self, trace: poutine.Trace, dtype: torch.dtype) -> dict[str, Tensor]:
+        # In the draws' dtype: a float32 prior with float64 data is run with float64 latents.
+        return {name: trace.nodes[name]["value"].to(dtype) for name in self.latents}
 
     def _trace(self, values: dict[str, Tensor]) -> poutine.Trace:
         with poutine.block(), pyro.validation_enabled(False):
@@ -415,9 +423,13 @@ class _ModelRunner:
         return {key: torch.cat([chunk[key] for chunk in chunks]) for key in self.shapes}
 
     def _check_batched(self, values: dict[str, Tensor]) -> str:
-        """Keep the batched evaluation if it agrees with one draw at a time on the first
-        draws (deterministic values and log-likelihoods; predictive draws are random)."""
-        probe = {name: value[:3] for name, value in values.items()}
+        """Keep the batched evaluation if it agrees with one draw at a time on draws spread
+        over the batch (deterministic values and log-likelihoods; predictive draws are
+        random). Spread, because a model that branches on a latent value in Python can
+        agree on nearby draws and not on distant ones."""
+        num = next(iter(values.values())).shape[0]
+        which = torch.linspace(0, num - 1, min(num, 8)).round().long().unique()
+        probe = {name: value[which] for name, value in values.items()}
         reference = self._looped(probe)
         evaluate = self._plated if self.batching == "plate" else self._vmapped
         try:
@@ -471,14 +483,18 @@ def _assemble(
         if density is None:
             density = UnconstrainedLogDensity(chunk_model, layout)
             density.setup(args, kwargs)
-            with torch.no_grad():
-                lp = torch.cat([density(block, args, kwargs) for block in packed.split(BATCH_SIZE)])
             batching = density.batching
-        runner = _ModelRunner(chunk_model, trace, latents, batching, density.max_plate_nesting, args, kwargs)
+        runner = _ModelRunner(chunk_model, trace, latents, batching, density.max_plate_nesting, layout.dtype, args, kwargs)
         with torch.no_grad():
             chunk_outputs.append(runner(flat))
         batching = runner.batching
         traces.append(trace)
+        if lp is None:
+            # The runner checked batching on draws spread over the whole set, the density only
+            # near its starting point: where they disagree, the density runs per draw too.
+            density.batching = "loop" if batching == "loop" else density.batching
+            with torch.no_grad():
+                lp = torch.cat([density(block, args, kwargs) for block in packed.split(BATCH_SIZE)])
     trace = traces[0]
     outputs = {}
     for key in chunk_outputs[0]:
@@ -493,9 +509,11 @@ def _assemble(
         if axis is not None:
             # lp was computed on the first minibatch, scaled up: replace that estimate of
             # this site's log-likelihood by its value on all of the data.
-            minibatch = chunk_outputs[0][f"log_likelihood/{name}"]
+            first = chunk_outputs[0]
+            minibatch = first[f"log_likelihood/{name}"] * first[f"mask/{name}"]
+            full = outputs[f"log_likelihood/{name}"] * outputs[f"mask/{name}"]
             lp = lp - plan.scale * minibatch.reshape(len(lp), -1).sum(-1)
-            lp = lp + outputs[f"log_likelihood/{name}"].reshape(len(lp), -1).sum(-1)
+            lp = lp + full.reshape(len(lp), -1).sum(-1)
 
     def per_chain(value: Tensor) -> np.ndarray:
         return value.detach().reshape((num_chains, num_draws) + value.shape[1:]).cpu().numpy()
@@ -503,9 +521,17 @@ def _assemble(
     posterior = {name: per_chain(flat[name]) for name in latents}
     posterior.update({name: per_chain(outputs[f"deterministic/{name}"]) for name in runner.deterministic})
     groups: dict[str, dict[str, np.ndarray]] = {"posterior": posterior}
+    masked_dims: dict[str, tuple[str, np.ndarray]] = {}
     if runner.observed:
         groups["posterior_predictive"] = {name: per_chain(outputs[f"predictive/{name}"]) for name in runner.observed}
-        groups["log_likelihood"] = {name: per_chain(outputs[f"log_likelihood/{name}"]) for name in runner.observed}
+        groups["log_likelihood"] = {}
+        for name in runner.observed:
+            log_lik, mask_dim = _unmasked(name, outputs[f"log_likelihood/{name}"], outputs[f"mask/{name}"])
+            if log_lik is None:
+                continue
+            groups["log_likelihood"][name] = per_chain(log_lik)
+            if mask_dim is not None:
+                masked_dims[name] = mask_dim
         groups["observed_data"] = {name: value.detach().cpu().numpy() for name, value in observed_data.items()}
     constant = _constant_data(model, args, kwargs, list(observed_data.values()))
     if constant:
@@ -518,7 +544,22 @@ def _assemble(
             warnings.simplefilter("ignore", RuntimeWarning)  # an infinite figure speaks for itself
             stats_attrs["ksd"] = ksd_of_latents(density, packed, args, kwargs)
     default_dims = _plate_dims(trace, latents + runner.deterministic + runner.observed)
-    return _build_inference_data(groups, default_dims, dims or {}, coords or {}, stats_attrs)
+    return _build_inference_data(groups, default_dims, dims or {}, coords or {}, stats_attrs, masked_dims)
+
+
+def _unmasked(name: str, log_lik: Tensor, mask: Tensor) -> tuple[Tensor | None, tuple[str, np.ndarray] | None]:
+    """The log-likelihood of the observations a mask keeps, ``(n, K)`` over a dimension
+    ``<site>_observed`` labelled by their flat indices; ``(None, None)`` if it keeps none."""
+    keep = mask[0] > 0.5
+    if not bool(torch.equal(mask > 0.5, keep.expand_as(mask))):
+        raise ValueError(f"the mask of observed site {name!r} differs between draws; to_inference_data needs a fixed one")
+    if bool(keep.all()):
+        return log_lik, None
+    if not bool(keep.any()):
+        return None, None
+    indices = torch.nonzero(keep.reshape(-1)).reshape(-1)
+    flat = log_lik.reshape(len(log_lik), -1)[:, indices]
+    return flat, (f"{name}_observed", indices.cpu().numpy())
 
 
 def _batch_rank(site: dict, rank: int) -> int:
@@ -590,12 +631,17 @@ def _build_inference_data(
     dims: Mapping[str, Sequence[str]],
     coords: Mapping[str, Sequence[Any]],
     stats_attrs: dict[str, Any],
+    masked_dims: dict[str, tuple[str, np.ndarray]],
 ) -> Any:
     """The only place that calls ArviZ."""
     import arviz as az  # slow to import; only needed here
 
     import pyro_stein
 
+    variables = {name for group in groups.values() for name in group}
+    unknown = sorted(set(dims) - variables)
+    if unknown:
+        raise ValueError(f"dims names variables {unknown} that are not in the model's output; they are {sorted(variables)}")
     merged = {name: list(dims.get(name, names)) for name, names in default_dims.items()}
     merged.update({name: list(names) for name, names in dims.items() if name not in merged})
     for group, variables in groups.items():
@@ -611,16 +657,20 @@ def _build_inference_data(
     likelihood_dims = {
         name: merged[name][: value.ndim - 2] for name, value in groups.get("log_likelihood", {}).items() if name in merged
     }
+    likelihood_coords = dict(coords)
+    for name, (dim, indices) in masked_dims.items():  # only the observations the mask keeps
+        likelihood_dims[name] = [dim]
+        likelihood_coords[dim] = list(indices)
     attrs = {"inference_library": "pyro_stein", "inference_library_version": pyro_stein.__version__}
     other = {group: variables for group, variables in groups.items() if group != "log_likelihood"}
     used = {dim for names in merged.values() for dim in names}
     coords = {dim: list(values) for dim, values in coords.items() if dim in used}
     idata = az.from_dict(**other, coords=coords, dims=merged, attrs=attrs)
-    if "log_likelihood" in groups:
+    if groups.get("log_likelihood"):
         used = {dim for names in likelihood_dims.values() for dim in names}
         likelihood = az.from_dict(
             log_likelihood=groups["log_likelihood"],
-            coords={dim: values for dim, values in coords.items() if dim in used},
+            coords={dim: values for dim, values in likelihood_coords.items() if dim in used},
             dims=likelihood_dims,
             attrs=attrs,
         )

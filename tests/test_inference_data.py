@@ -239,3 +239,69 @@ def test_bad_sources_fail_early():
         pyro_stein.to_inference_data(untrained, regression, torch.zeros(3, 2), torch.zeros(3))
     with pytest.raises(ValueError, match="num_samples"):
         pyro_stein.to_inference_data(untrained, regression, torch.zeros(3, 2), num_samples=0)
+
+
+def test_masked_observations_are_not_data():
+    """poutine.mask (and obs_mask) leave observations out of the density: out of LOO too."""
+    import pyro.poutine as poutine
+
+    y = torch.tensor([0.3, float("nan"), -0.2, 0.8, float("nan"), 0.1])
+    observed = ~torch.isnan(y)
+
+    def masked(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", len(y)), poutine.mask(mask=observed):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=torch.nan_to_num(y))
+
+    guide = AutoNormal(masked)
+    guide(y)
+    idata = pyro_stein.to_inference_data(guide, masked, y, num_samples=200, ksd=False)
+    log_lik = idata.log_likelihood["y"]
+    assert log_lik.dims == ("chain", "draw", "y_observed")
+    assert list(log_lik["y_observed"].values) == [0, 2, 3, 5]
+    mu = torch.as_tensor(idata.posterior["mu"].values[0])
+    expected = dist.Normal(mu[:, None], 1.0).log_prob(y[observed])
+    torch.testing.assert_close(torch.as_tensor(log_lik.values[0]), expected)
+    assert az.loo(idata).n_data_points == 4
+    assert idata.posterior_predictive["y"].shape == (1, 200, 6)
+
+
+def test_float32_prior_with_float64_data():
+    scale_tril = torch.tensor([[1.0, 0.0], [0.3, 1.0]], dtype=torch.float64)
+
+    def mixed(y):
+        loc = pyro.sample("loc", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        with pyro.plate("n", y.shape[0]):
+            pyro.sample("y", dist.MultivariateNormal(loc, scale_tril=scale_tril), obs=y)
+
+    y = torch.randn(10, 2, dtype=torch.float64)
+    idata = pyro_stein.to_inference_data({"loc": torch.randn(50, 2, dtype=torch.float64)}, mixed, y, ksd=False)
+    assert idata.posterior["loc"].dtype == np.float64
+    assert idata.log_likelihood["y"].shape == (1, 50, 10)
+
+
+def test_batched_run_is_checked_on_draws_far_apart():
+    """A model that branches on one latent value in Python agrees with per-draw runs on
+    nearby draws only; the check spreads its probe over the draws and falls back."""
+
+    def branching(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        scale = 1.0 if float(mu.reshape(-1)[0]) < 3 else 2.0
+        with pyro.plate("n", len(y)):
+            pyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+    y = torch.zeros(4)
+    mu = torch.tensor([1.0, 2.0, 2.5, 4.0, 4.2])
+    with pytest.warns(RuntimeWarning, match="one draw at a time"):
+        idata = pyro_stein.to_inference_data({"mu": mu}, branching, y, ksd=False)
+    scale = torch.where(mu < 3, 1.0, 2.0)
+    expected = dist.Normal(mu[:, None], scale[:, None]).log_prob(y)
+    torch.testing.assert_close(torch.as_tensor(idata.log_likelihood["y"].values[0]), expected)
+    lp = dist.Normal(0.0, 5.0).log_prob(mu) + expected.sum(-1)
+    torch.testing.assert_close(torch.as_tensor(idata.sample_stats["lp"].values[0]), lp)
+
+
+def test_dims_for_an_unknown_variable_fail(fitted):
+    result, _, _ = fitted
+    with pytest.raises(ValueError, match="'muu'"):
+        pyro_stein.to_inference_data(result, num_samples=20, dims={"muu": ["a"]}, ksd=False)
