@@ -89,7 +89,7 @@ def noncentered(sigma, y=None):
 # NUTS on the non-centered model (4 chains of 2000 draws after 1000 warm-up steps) is the
 # reference. NUTS on the centered model is run too, for its divergences: the funnel's neck
 # is where Hamiltonian Monte Carlo fails, and it tells you so. Both are cached; delete the
-# file to recompute (a few minutes).
+# file to recompute (15 minutes here: 272 s non-centered, 653 s centered, in its funnel's neck).
 
 # %%
 def run_nuts() -> None:
@@ -111,7 +111,7 @@ def run_nuts() -> None:
 
 if not REFERENCE.exists():
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    print("no cached NUTS reference; running NUTS once (a few minutes) ...")
+    print("no cached NUTS reference; running NUTS once (about 15 minutes) ...")
     run_nuts()
 cached = np.load(REFERENCE)
 print(f"NUTS, non-centered: {cached['noncentered_mu'].size} draws in {float(cached['noncentered_seconds']):.0f} s, "

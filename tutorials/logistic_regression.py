@@ -86,11 +86,12 @@ def model(x, y=None):
 # %% [markdown]
 # ## Reference: NUTS
 #
-# Pyro's NUTS (2 chains of 1000 draws after 500 warm-up steps, dense mass matrix) takes
-# the better part of an hour here: the nearly separable data and the collinear features
-# make the posterior narrow in some directions and prior-wide in others, and until the mass
-# matrix has adapted its trajectories run to the maximum tree depth. Its draws are computed
-# once and cached; delete the file to recompute.
+# Pyro's NUTS (2 chains of 1000 draws after 500 warm-up steps, dense mass matrix) took
+# 868 s here: the nearly separable data and the collinear features make the posterior
+# narrow in some directions and prior-wide in others, and until the mass matrix has adapted
+# its trajectories run to the maximum tree depth (early warm-up iterations took seconds
+# each, sampling ran at up to 70 per second). Its draws are computed once and cached;
+# delete the file to recompute.
 
 # %%
 def run_nuts() -> None:
@@ -108,7 +109,7 @@ def run_nuts() -> None:
 
 if not REFERENCE.exists():
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    print("no cached NUTS reference; running NUTS once (up to an hour) ...")
+    print("no cached NUTS reference; running NUTS once (about 15 minutes) ...")
     run_nuts()
 cached = np.load(REFERENCE)
 nuts_draws = {site: cached[site] for site in ("alpha", "beta")}
