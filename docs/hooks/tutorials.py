@@ -31,7 +31,7 @@ def _page(script: Path) -> str:
         printed = output.read_text().replace(f"{ROOT}/", "").rstrip()  # paths relative to the repository
         parts.append(
             "## Output of a full run\n\n"
-            f"What `python tutorials/{script.name}` printed on the 2-core CPU machine the figures "
+            f"What `python tutorials/{script.name}` printed on the 2-core CPU machine (one thread) the figures "
             "above come from (progress bars omitted):\n\n"
             f"```text\n{printed}\n```"
         )
