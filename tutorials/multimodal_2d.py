@@ -165,7 +165,10 @@ for (name, label), z in draws.items():
 # * **CTF distillation** from the same start: its Langevin flow follows the target's
 #   gradient wherever the draws are, so on the mixture some of them leak across to the
 #   other mode (0.25 of the mass, against 0.70); on the ring, whose modes are further
-#   apart along the flow's paths, none do (0.001).
+#   apart along the flow's paths, none do (0.001). (The even split of the ring in
+#   docs/ctf.md came from a start between the modes: that benchmark's model has a flat
+#   `ImproperUniform` prior, its mode search fails at the origin, and the sampler starts
+#   there; here the Laplace start lands on the left mode, at (-2.0, 0.06).)
 # * **CTF from a wide start** (a Gaussian of scale 3 around the origin, covering both
 #   modes) splits the ring 0.47 / 0.53, at the price of twice the target's mass in the gap
 #   (0.106 against 0.050); on the mixture it ends at 0.30 where the target has 0.70: the
