@@ -1,0 +1,145 @@
+"""SteinGAN case study, its parts so far: data loaders and energies."""
+
+import gzip
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_stein.steingan import AutoencoderEnergy, GaussianBernoulliRBM, load_dataset, load_digits, load_mnist
+
+
+def test_digits_split_is_stratified_and_deterministic():
+    data = load_digits()
+    assert data.train_images.shape[1:] == (1, 8, 8) and data.num_classes == 10
+    assert len(data.train_images) + len(data.test_images) == 1797
+    assert 0.0 <= float(data.train_images.min()) and float(data.train_images.max()) == 1.0
+    counts = torch.bincount(data.test_labels, minlength=10)
+    assert counts.min() >= 44 and counts.max() <= 46  # a quarter of each class (174-183 images)
+    again = load_dataset("digits")
+    assert torch.equal(again.test_labels, data.test_labels)
+
+
+def _write_idx(path, array, magic, compress=False):
+    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(path, "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def _fake_mnist(folder, compress=False):
+    rng = np.random.default_rng(0)
+    folder.mkdir(exist_ok=True)
+    suffix = ".gz" if compress else ""
+    for prefix, n in (("train", 12), ("t10k", 5)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28)), 0x803, compress)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n), 0x801, compress)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx_folder(tmp_path, compress):
+    _fake_mnist(tmp_path / "mnist", compress)
+    data = load_mnist(tmp_path / "mnist")
+    assert data.train_images.shape == (12, 1, 28, 28) and data.test_images.shape == (5, 1, 28, 28)
+    assert float(data.train_images.max()) <= 1.0
+
+
+def test_mnist_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (6, 28, 28)), y_train=np.arange(6),
+             x_test=rng.integers(0, 256, (3, 28, 28)), y_test=np.arange(3))
+    data = load_dataset(path)
+    assert data.train_images.shape == (6, 1, 28, 28) and data.num_classes == 6
+
+
+def test_mnist_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no MNIST data"):
+        load_mnist(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        load_mnist(tmp_path / "empty")
+    _fake_mnist(tmp_path / "bad")
+    (tmp_path / "bad" / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x09\x99" + b"\x00" * 8)
+    with pytest.raises(ValueError, match="magic number"):
+        load_mnist(tmp_path / "bad")
+    _fake_mnist(tmp_path / "short")
+    path = tmp_path / "short" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="header says shape"):
+        load_mnist(tmp_path / "short")
+    np.savez(tmp_path / "partial.npz", x_train=np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="lacks arrays"):
+        load_mnist(tmp_path / "partial.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        load_mnist(tmp_path / "junk.npz")
+    np.savez(tmp_path / "mismatch.npz", x_train=np.zeros((3, 4, 4)), y_train=np.zeros(2),
+             x_test=np.zeros((1, 4, 4)), y_test=np.zeros(1))
+    with pytest.raises(ValueError, match="3 train images but labels"):
+        load_mnist(tmp_path / "mismatch.npz")
+
+
+def test_rbm_log_partition_against_quadrature():
+    """Exact log Z against a brute-force 2-D quadrature of exp(-F(v)) on a tiny RBM."""
+    torch.manual_seed(0)
+    rbm = GaussianBernoulliRBM(dim=2, num_hidden=3, init_scale=0.8).double()
+    with torch.no_grad():
+        rbm.visible_bias.copy_(torch.tensor([0.3, -0.2]))
+        rbm.log_scale.copy_(torch.tensor([-0.3, 0.2]))
+        rbm.hidden_bias.copy_(torch.tensor([0.5, -1.0, 0.2]))
+    grid = torch.linspace(-12, 12, 2401, dtype=torch.float64)
+    v = torch.stack(torch.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
+    cell = (grid[1] - grid[0]) ** 2
+    with torch.no_grad():
+        brute = torch.logsumexp(rbm(v), 0) + torch.log(cell)
+        exact = rbm.log_partition()
+        # ... and the normalized density integrates to one.
+        total = torch.exp(rbm.log_prob(v)).sum() * cell
+    assert abs(float(brute - exact)) < 1e-6
+    assert abs(float(total) - 1.0) < 1e-6
+
+
+def test_rbm_free_energy_sums_out_the_hidden_units():
+    torch.manual_seed(1)
+    rbm = GaussianBernoulliRBM(dim=5, num_hidden=4, init_scale=0.5).double()
+    v = torch.randn(7, 5, dtype=torch.float64)
+    scale = rbm.log_scale.exp()
+    h = rbm.hidden_states.double()
+    energy = (((v - rbm.visible_bias) ** 2) / (2 * scale**2)).sum(-1)[:, None] - h @ rbm.hidden_bias - (v / scale) @ rbm.weight @ h.T
+    torch.testing.assert_close(rbm(v), torch.logsumexp(-energy, -1))
+
+
+def test_energy_shapes_and_gradients():
+    torch.manual_seed(0)
+    x = torch.rand(6, 64, requires_grad=True)
+    for energy in (GaussianBernoulliRBM(64, num_hidden=10), AutoencoderEnergy(64, code_dim=16)):
+        f = energy(x)
+        assert f.shape == (6,)
+        (grad_x,) = torch.autograd.grad(f.sum(), x, create_graph=True)
+        assert grad_x.shape == x.shape and torch.isfinite(grad_x).all()
+        params = [p for p in energy.parameters()]
+        grads = torch.autograd.grad(energy(x).mean(), params)
+        assert all(torch.isfinite(g).all() for g in grads)
+    assert AutoencoderEnergy(64, code_dim=16).features(x).shape == (6, 16)
+    rbm = GaussianBernoulliRBM(64, num_hidden=10)
+    with torch.no_grad():
+        assert math.isfinite(rbm.log_partition().item())
+    with pytest.raises(ValueError, match="num_hidden"):
+        GaussianBernoulliRBM(64, num_hidden=32)
+
+
+def test_rbm_fit_visible_to_data_gives_the_independent_gaussian():
+    data = load_digits().train_images.reshape(-1, 64)
+    rbm = GaussianBernoulliRBM(64, num_hidden=10)
+    with torch.no_grad():
+        rbm.weight.zero_()
+        rbm.fit_visible_to(data)
+        # With zero weights each hidden unit adds log 2 to -F(v) and to log Z, which cancel:
+        # log p(v) is the independent Gaussian.
+        expected = torch.distributions.Normal(data.mean(0), data.std(0).clamp_min(0.05)).log_prob(data[:5]).sum(-1)
+        torch.testing.assert_close(rbm.log_prob(data[:5]), expected)
