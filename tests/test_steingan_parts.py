@@ -143,3 +143,38 @@ def test_rbm_fit_visible_to_data_gives_the_independent_gaussian():
         # log p(v) is the independent Gaussian.
         expected = torch.distributions.Normal(data.mean(0), data.std(0).clamp_min(0.05)).log_prob(data[:5]).sum(-1)
         torch.testing.assert_close(rbm.log_prob(data[:5]), expected)
+
+
+def test_frechet_distance_against_closed_forms():
+    from pyro_stein.steingan.metrics import frechet_distance
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 3, generator=generator, dtype=torch.float64)
+    assert abs(frechet_distance(a, a)) < 1e-8
+    # N(0, I) against N(m, 4 I): |m|^2 + 3 (1 + 4 - 2 * 2) = |m|^2 + 3, up to sampling error.
+    b = 2.0 * torch.randn(20000, 3, generator=generator, dtype=torch.float64) + torch.tensor([1.0, 0.0, -1.0])
+    assert abs(frechet_distance(a, b) - 5.0) < 0.15
+
+
+def test_inception_score_and_classifier_metrics():
+    from pyro_stein.steingan.metrics import ClassifierMetrics, inception_score
+
+    assert abs(inception_score(torch.eye(10).repeat(3, 1)) - 10.0) < 1e-6  # probabilities floored at 1e-12
+    assert abs(inception_score(torch.eye(10)[[3] * 30]) - 1.0) < 1e-6
+    assert abs(inception_score(torch.full((30, 10), 0.1)) - 1.0) < 1e-9
+    data = load_digits()
+    metrics = ClassifierMetrics.for_dataset(data)
+    assert metrics.test_accuracy > 0.95
+    held_out = metrics(data.test_images)
+    assert held_out["classifier_frechet"] < 1e-6 and abs(held_out["diversity"] - 1.0) < 1e-9
+    assert held_out["class_entropy"] > 0.99 * math.log(10)
+    train = metrics(data.train_images)
+    noise = metrics(torch.rand(500, 1, 8, 8))
+    collapsed = metrics(data.test_images[:1].repeat(500, 1, 1, 1))
+    # Real digits from the other split score far better than noise or one repeated digit.
+    assert train["classifier_frechet"] < 0.1 * noise["classifier_frechet"]
+    assert train["inception_score"] > 2 * noise["inception_score"] and train["inception_score"] > 8
+    assert collapsed["diversity"] < 1e-6 and collapsed["class_entropy"] == 0.0
+    # Deterministic: the same seed trains the same classifier.
+    again = ClassifierMetrics.for_dataset(data)
+    assert again(data.train_images) == train
