@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AutoencoderEnergy", "GaussianBernoulliRBM"]
+__all__ = ["AutoencoderEnergy", "ClassConditionalEnergy", "GaussianBernoulliRBM"]
 
 #: Hidden units above which the exact partition function (a sum over 2^H states) is refused.
 MAX_EXACT_HIDDEN = 20
@@ -131,6 +131,10 @@ class AutoencoderEnergy(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         return self.encoder(x)
 
+    def balance_energy(self, x: Tensor) -> Tensor:
+        """The reconstruction error ``-f(x)``, which the trainer's balancing compares."""
+        return -self(x)
+
 
 def _mlp(widths: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -139,3 +143,48 @@ def _mlp(widths: Sequence[int]) -> nn.Sequential:
         if i < len(widths) - 2:
             layers.append(nn.ELU())
     return nn.Sequential(*layers)
+
+
+class ClassConditionalEnergy(nn.Module):
+    """The joint energy of SteinGAN's class-conditional model:
+    ``f(x, y) = -||x - D(E(x))|| - max(m, CE(softmax(W E(x) + b), y))``.
+
+    The autoencoder term rates how image-like ``x`` is; a linear classifier on the encoder's
+    features rates how much it looks like digit ``y``, through a hinge: once the
+    cross-entropy is below the margin ``m``, being more confident earns nothing, so the energy
+    does not reward caricatures of a class. A generator trained on ``f(., y)`` draws the
+    digit it is asked for.
+
+    Args:
+        dim: pixels per image.
+        num_classes: classes.
+        margin: the hinge margin ``m`` (the paper's code: 0.2).
+        code_dim: width of the encoder's features.
+        hidden_dims: hidden widths of the autoencoder.
+    """
+
+    conditional = True
+
+    def __init__(
+        self, dim: int, num_classes: int, margin: float = 0.2, code_dim: int = 16, hidden_dims: Sequence[int] = (128,)
+    ) -> None:
+        super().__init__()
+        if not margin >= 0:
+            raise ValueError(f"margin must be non-negative, got {margin!r}")
+        self.autoencoder = AutoencoderEnergy(dim, code_dim, hidden_dims)
+        self.classifier = nn.Linear(code_dim, num_classes)
+        self.margin = margin
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        """``f(x, y)`` per row, ``labels`` ``(N,)`` class indices."""
+        cross_entropy = nn.functional.cross_entropy(self.classifier(self.features(x)), labels, reduction="none")
+        return self.autoencoder(x) - cross_entropy.clamp_min(self.margin)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.autoencoder.features(x)
+
+    def balance_energy(self, x: Tensor) -> Tensor:
+        """The autoencoder's reconstruction error alone (the classifier term depends on the
+        label): what the trainer's balancing compares, as in the paper's code."""
+        return self.autoencoder.balance_energy(x)

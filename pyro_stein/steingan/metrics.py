@@ -9,7 +9,12 @@ classifier that the package trains itself (Inception weights cannot be downloade
 * class entropy: the entropy of the predicted class frequencies (``log 10`` when every digit
   is generated equally often; low when modes are dropped);
 * diversity: the mean pairwise feature distance of generated images over that of test
-  images (1 for data-like spread, near 0 for a collapsed generator).
+  images (1 for data-like spread, near 0 for a collapsed generator; noise can push it
+  above 1);
+* coverage (Naeem et al., 2020): the share of test images with a generated image within
+  the distance to their 5th-nearest test neighbour, in feature space; 1 when generated
+  images surround every part of the data, low when modes are missed, and not raised by
+  noise.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from .data import ImageDataset
+
+#: Neighbours that set each test image's radius in the coverage metric (Naeem et al. use 5).
+COVERAGE_NEIGHBOURS = 5
 
 __all__ = [
     "ClassifierMetrics",
@@ -139,17 +147,20 @@ class ClassifierMetrics:
     test_features: Tensor
     test_mean_distance: float
     num_classes: int
+    test_radii: Tensor | None = None
 
     @classmethod
     def for_dataset(cls, data: ImageDataset, seed: int = 0) -> "ClassifierMetrics":
         classifier, accuracy = train_classifier(data, seed=seed)
         with torch.no_grad():
             features = classifier.features(data.test_images)
-        return cls(classifier, accuracy, features, _mean_pairwise_distance(features), data.num_classes)
+        distances = torch.cdist(features.double(), features.double())
+        radii = distances.kthvalue(COVERAGE_NEIGHBOURS + 1, dim=1).values  # +1: the point itself
+        return cls(classifier, accuracy, features, _mean_pairwise_distance(features), data.num_classes, radii)
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> dict[str, float]:
-        """``{"classifier_frechet", "inception_score", "class_entropy", "diversity"}`` of the images."""
+        """``{"classifier_frechet", "inception_score", "class_entropy", "diversity", "coverage"}``."""
         features = self.classifier.features(images)
         probabilities = self.classifier.head(features).softmax(-1)
         frequencies = torch.bincount(probabilities.argmax(-1), minlength=self.num_classes).double() / len(images)
@@ -159,7 +170,12 @@ class ClassifierMetrics:
             "inception_score": inception_score(probabilities),
             "class_entropy": float(-(present * present.log()).sum()) + 0.0,  # + 0.0: no "-0.0" in reports
             "diversity": _mean_pairwise_distance(features) / self.test_mean_distance,
+            "coverage": self._coverage(features),
         }
+
+    def _coverage(self, features: Tensor) -> float:
+        nearest = torch.cdist(self.test_features.double(), features.double()).min(dim=1).values
+        return float((nearest <= self.test_radii).double().mean())
 
 
 def _mean_pairwise_distance(features: Tensor, max_rows: int = 2000) -> float:
