@@ -219,7 +219,7 @@ def test_short_steingan_run_lowers_the_classifier_frechet_distance():
             figures = gan.step(x[order[start : start + 100]])
     after = metrics(gan.sample(1000, fixed).reshape(-1, 1, 8, 8))["classifier_frechet"]
     assert math.isfinite(figures["stein_force"])
-    # Measured: about 283 at the start and about 40 after 8 epochs (one thread).
+    # Measured: 283 at the start and 48 after 8 epochs (one thread).
     assert after < 0.3 * before, (before, after)
 
 
