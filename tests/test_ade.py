@@ -63,3 +63,29 @@ def test_bits_per_dimension_of_a_known_distribution():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="dim >= 2"):
         invertible_map(1)
+
+
+@pytest.mark.parametrize("variant", ["vae", "v-ade", "gan", "av-gde", "av-ade"])
+def test_each_variant_trains(variant):
+    import pyro
+
+    from pyro_stein.ade import ADE, VARIANTS
+    from pyro_stein.steingan import load_digits
+
+    data = load_digits()
+    x = dequantize(data.train_images.reshape(-1, 64).double(), 17, torch.Generator().manual_seed(0)).float()
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    ade = ADE(64, variant)
+    decoder_before = [p.detach().clone() for p in ade.decoder.parameters()]
+    history = [ade.train_step(x[start : start + 100]) for start in range(0, 1000, 100)]
+    spec = VARIANTS[variant]
+    assert (ade.to_images is not None) == spec.flow
+    for name, present in (("elbo", spec.likelihood), ("quality", spec.adversarial), ("discriminator", spec.adversarial)):
+        assert all(math.isfinite(h[name]) == present for h in history), name
+    if spec.likelihood:
+        assert history[-1]["elbo"] > history[0]["elbo"]  # the coverage term improves
+    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, ade.decoder.parameters()))
+    assert ade.generate(7).shape == (7, 64)
+    with pytest.raises(ValueError, match="variant"):
+        ADE(64, "wgan")

@@ -1,0 +1,156 @@
+"""The ADE model and its variants, from one code path (Lucas et al., 2019).
+
+The coverage term is a Pyro ELBO (``Trace_ELBO``) of a VAE whose likelihood is
+[`feature_space_likelihood`][pyro_stein.ade.flows.feature_space_likelihood]: Gaussian in the
+feature space of an invertible map (V-ADE, AV-ADE) or in pixel space (VAE, AV-GDE). The
+quality term trains the decoder (and the map) against a discriminator ``D`` on samples
+``f_psi^{-1}(mu_theta(z))``, ``z ~ p(z)``, with the log-ratio loss
+``-E[log D / (1 - D)]``; ``D`` learns by binary cross-entropy.
+
+=========  ==========  ===========  ============
+variant    flow        likelihood   adversarial
+=========  ==========  ===========  ============
+vae        no          yes          no
+v-ade      yes         yes          no
+gan        no          no           yes
+av-gde     no          yes          yes
+av-ade     yes         yes          yes
+=========  ==========  ===========  ============
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import Trace_ELBO
+from torch import Tensor, nn
+
+from .flows import feature_space_likelihood, invertible_map
+
+__all__ = ["ADE", "VARIANTS", "Variant"]
+
+
+class Variant(NamedTuple):
+    flow: bool
+    likelihood: bool
+    adversarial: bool
+
+
+VARIANTS: dict[str, Variant] = {
+    "vae": Variant(flow=False, likelihood=True, adversarial=False),
+    "v-ade": Variant(flow=True, likelihood=True, adversarial=False),
+    "gan": Variant(flow=False, likelihood=False, adversarial=True),
+    "av-gde": Variant(flow=False, likelihood=True, adversarial=True),
+    "av-ade": Variant(flow=True, likelihood=True, adversarial=True),
+}
+
+
+def _mlp(widths: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(width_in, width_out))
+        if i < len(widths) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class ADE(nn.Module):
+    """One variant of Adaptive Density Estimation on flat images ``(N, D)`` in ``[0, 1]``.
+
+    Args:
+        dim: pixels per image.
+        variant: one of ``VARIANTS``.
+        latent_dim: width of ``z``.
+        hidden: width of the encoder's, decoder's and discriminator's hidden layers.
+        flow_layers: coupling layers of the invertible map.
+        adversarial_weight: ``lambda`` in ``L_coverage + lambda * L_quality`` (both per image).
+
+    Example:
+        >>> ade = ADE(64, "av-ade")
+        >>> figures = ade.train_step(torch.rand(32, 64))
+        >>> sorted(figures)
+        ['discriminator', 'elbo', 'quality']
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        variant: str = "av-ade",
+        latent_dim: int = 16,
+        hidden: int = 256,
+        flow_layers: int = 4,
+        adversarial_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        self.variant_name, self.variant = variant, VARIANTS[variant]
+        self.dim, self.latent_dim = dim, latent_dim
+        self.encoder = _mlp([dim, hidden, 2 * latent_dim])
+        self.decoder = _mlp([latent_dim, hidden, hidden, dim])
+        self.to_images = invertible_map(dim, flow_layers) if self.variant.flow else None
+        self.log_sigma = nn.Parameter(torch.tensor(-2.0))
+        self.discriminator = _mlp([dim, hidden, hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
+        self.adversarial_weight = adversarial_weight
+        generator_parameters = [p for name, p in self.named_parameters() if not name.startswith("discriminator")]
+        self.optimizer = torch.optim.Adam(generator_parameters, lr=1e-3)
+        self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self._elbo = Trace_ELBO()
+
+    # ------------------------------------------------------------- Pyro model
+    def model(self, x: Tensor) -> None:
+        """``z ~ N(0, I)``, ``x | z ~`` the (feature-space) Gaussian likelihood."""
+        with pyro.plate("images", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
+            pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: Tensor) -> None:
+        """The amortized posterior ``q(z | x)``: a diagonal Gaussian from the encoder."""
+        loc, raw_scale = self.encoder(x).chunk(2, -1)
+        with pyro.plate("images", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw_scale) + 1e-4).to_event(1))
+
+    def likelihood(self, z: Tensor) -> dist.TorchDistribution:
+        return feature_space_likelihood(self.decoder(z), self.log_sigma.exp(), self.to_images)
+
+    def generate(self, num: int, generator: torch.Generator | None = None) -> Tensor:
+        """Samples ``f_psi^{-1}(mu_theta(z))``, ``z ~ p(z)`` (differentiable)."""
+        z = torch.randn(num, self.latent_dim, generator=generator)
+        mean = self.decoder(z)
+        return mean if self.to_images is None else self.to_images(mean)
+
+    # --------------------------------------------------------------- training
+    def train_step(self, x: Tensor) -> dict[str, float]:
+        """One step of the variant's objective on a batch, then one discriminator step
+        (adversarial variants). Returns the ELBO per image (nats), the quality loss and the
+        discriminator's loss (``nan`` where the variant has no such term)."""
+        figures = {"elbo": float("nan"), "quality": float("nan"), "discriminator": float("nan")}
+        loss = x.new_zeros(())
+        if self.variant.likelihood:
+            # Pyro's Trace_ELBO is the coverage term: an ELBO in feature space, plus the
+            # flow's log-determinant inside the likelihood's log_prob.
+            coverage = self._elbo.differentiable_loss(self.model, self.guide, x) / len(x)
+            loss = loss + coverage
+            figures["elbo"] = -float(coverage.detach())
+        fake = None
+        if self.variant.adversarial:
+            fake = self.generate(len(x))
+            logits = self.discriminator(fake).squeeze(-1)
+            quality = -logits.mean()  # log D / (1 - D) is the discriminator's logit
+            loss = loss + self.adversarial_weight * quality
+            figures["quality"] = float(quality.detach())
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if fake is not None:
+            bce = nn.functional.binary_cross_entropy_with_logits
+            real_logits, fake_logits = self.discriminator(x).squeeze(-1), self.discriminator(fake.detach()).squeeze(-1)
+            d_loss = bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
+            self.discriminator_optimizer.zero_grad()
+            d_loss.backward()
+            self.discriminator_optimizer.step()
+            figures["discriminator"] = float(d_loss.detach())
+        return figures
