@@ -1,9 +1,12 @@
 """Adaptive Density Estimation (Lucas et al., 2019), the hybrid likelihood/adversarial case
 study: a VAE whose Gaussian decoder lives in the feature space of an invertible map.
 
-Being built (issue 7); so far the invertible map from Pyro's coupling transforms, the
-image-space likelihood as a ``TransformedDistribution``, dequantization and bits per
-dimension (``flows``), and the model with its five variants from one code path (``model``).
+Command line: ``python -m pyro_stein.ade --dataset digits --variant av-ade|v-ade|av-gde|vae|gan
+--epochs N --out DIR``. Modules: ``flows`` (the invertible map from Pyro's coupling
+transforms, the image-space likelihood as a ``TransformedDistribution``, dequantization,
+bits per dimension), ``model`` (the five variants from one code path, Pyro's ``Trace_ELBO``
+for the coverage term) and ``experiment`` (one run with its files; it shares the SteinGAN
+study's data, metrics, training loop and figures).
 """
 
 from .flows import bits_per_dim, dequantize, feature_space_likelihood, invertible_map

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .flows import feature_space_likelihood, invertible_map
 
-__all__ = ["ADE", "VARIANTS", "Variant"]
+__all__ = ["ADE", "ADETrainer", "VARIANTS", "Variant"]
 
 
 class Variant(NamedTuple):
@@ -122,6 +122,27 @@ class ADE(nn.Module):
         mean = self.decoder(z)
         return mean if self.to_images is None else self.to_images(mean)
 
+    # ------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def log_likelihood_bounds(self, x: Tensor, num_samples: int = 100, batch_size: int = 100) -> tuple[Tensor, Tensor]:
+        """Per image, the ELBO and the importance-weighted bound (Burda et al., 2016)
+        ``log mean_k p(x, z_k) / q(z_k | x)``, ``z_k ~ q(z | x)``, ``k = 1..num_samples``: both
+        lower bounds on ``log p(x)`` (nats), the second tighter. ``nan`` for the GAN, which has
+        no likelihood."""
+        if not self.variant.likelihood:
+            nan = x.new_full((len(x),), float("nan"))
+            return nan, nan
+        elbos, bounds = [], []
+        prior = dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1)
+        for batch in x.split(batch_size):
+            loc, raw_scale = self.encoder(batch).chunk(2, -1)
+            posterior = dist.Normal(loc, nn.functional.softplus(raw_scale) + 1e-4).to_event(1)
+            z = posterior.sample((num_samples,))  # (K, N, latent)
+            log_weights = prior.log_prob(z) + self.likelihood(z).log_prob(batch) - posterior.log_prob(z)
+            elbos.append(log_weights.mean(0))
+            bounds.append(torch.logsumexp(log_weights, 0) - torch.log(torch.tensor(float(num_samples))))
+        return torch.cat(elbos), torch.cat(bounds)
+
     # --------------------------------------------------------------- training
     def train_step(self, x: Tensor) -> dict[str, float]:
         """One step of the variant's objective on a batch, then one discriminator step
@@ -154,3 +175,41 @@ class ADE(nn.Module):
             self.discriminator_optimizer.step()
             figures["discriminator"] = float(d_loss.detach())
         return figures
+
+
+class ADETrainer:
+    """The training interface of `pyro_stein.steingan.training.train` (``step``,
+    ``lr_factor``, ``sample``, ``state_dict``, ``load_state_dict``) around an
+    [`ADE`][pyro_stein.ade.model.ADE], so both case studies share one training loop with its
+    schedule, progress bar and checkpoints."""
+
+    def __init__(self, ade: ADE) -> None:
+        self.ade = ade
+        self.lr_factor = 1.0
+        self._base = [[g["lr"] for g in o.param_groups] for o in (ade.optimizer, ade.discriminator_optimizer)]
+
+    def step(self, data: Tensor) -> dict[str, float]:
+        for optimizer, rates in zip((self.ade.optimizer, self.ade.discriminator_optimizer), self._base):
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate * self.lr_factor
+        self.ade.train()
+        return self.ade.train_step(data)
+
+    @torch.no_grad()
+    def sample(self, num: int, generator: torch.Generator | None = None) -> Tensor:
+        self.ade.eval()
+        return self.ade.generate(num, generator)
+
+    def state_dict(self) -> dict:
+        return {
+            "ade": self.ade.state_dict(),
+            "optimizer": self.ade.optimizer.state_dict(),
+            "discriminator_optimizer": self.ade.discriminator_optimizer.state_dict(),
+            "lr_factor": self.lr_factor,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ade.load_state_dict(state["ade"])
+        self.ade.optimizer.load_state_dict(state["optimizer"])
+        self.ade.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+        self.lr_factor = state["lr_factor"]

@@ -17,7 +17,7 @@ from .energies import AutoencoderEnergy, ClassConditionalEnergy, GaussianBernoul
 from .metrics import ClassifierMetrics
 from .training import Generator, SteinGAN, train
 
-__all__ = ["ENERGIES", "METHODS", "build", "run_experiment"]
+__all__ = ["ENERGIES", "METHODS", "build", "run_experiment", "save_figures"]
 
 ENERGIES = ("ae", "rbm")
 METHODS = ("steingan", "no-repulsion", "gan")
@@ -130,11 +130,12 @@ def run_experiment(
         "history": history,
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=1))
-    _figures(model, history, out, shape, seed)
+    save_figures(model, history, out, shape, seed)
     return report
 
 
-def _figures(model: Any, history: dict[str, list[float]], out: Path, shape: tuple[int, ...], seed: int) -> None:
+def save_figures(model: Any, history: dict[str, list[float]], out: Path, shape: tuple[int, ...], seed: int) -> None:
+    """`samples.png` (100 draws of `model.sample`) and `curves.png` (the history's figures by epoch)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,12 +150,13 @@ def _figures(model: Any, history: dict[str, list[float]], out: Path, shape: tupl
     fig.savefig(out / "samples.png", dpi=80)
     plt.close(fig)
 
-    panels = [name for name in ("data_energy", "draws_energy", "discriminator_loss", "generator_loss") if name in history]
-    panels += [name for name in ("classifier_frechet", "rbm_test_log_likelihood") if name in history]
+    per_epoch = ("data_energy", "draws_energy", "discriminator_loss", "generator_loss", "elbo", "quality", "discriminator")
+    panels = [name for name in per_epoch if name in history]
+    panels += [name for name in ("classifier_frechet", "rbm_test_log_likelihood", "test_bits_per_dim") if name in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, name in zip(axes if len(panels) > 1 else [axes], panels):
         values = history[name]
-        epochs = history["metric_epoch"] if name == "classifier_frechet" else history["epoch"][-len(values):]
+        epochs = history["metric_epoch"] if name in ("classifier_frechet", "test_bits_per_dim") else history["epoch"][-len(values):]
         ax.plot(epochs, values, marker="." if len(values) < 30 else None)
         ax.set_xlabel("epoch")
         ax.set_title(name.replace("_", " "))
