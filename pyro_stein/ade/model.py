@@ -67,6 +67,14 @@ class ADE(nn.Module):
         hidden: width of the encoder's, decoder's and discriminator's hidden layers.
         flow_layers: coupling layers of the invertible map.
         adversarial_weight: ``lambda`` in ``L_coverage + lambda * L_quality`` (both per image).
+        learning_rate: Adam's rate (betas 0.5, 0.999) for the encoder, decoder and map; the
+            discriminator's is 2e-4.
+
+    Defaults, measured on digits over 100 epochs (``benchmarks/generative_digits.py``): at
+    weight 1 and rate 1e-3 AV-ADE diverged (6.8 bits per dimension), at weight 0.1 and rate
+    1e-3 too; weight 0.01 kept its bits but not its samples (Frechet distance 77). At
+    weight 0.3 and rate 2e-4 (betas 0.5, 0.999) for every variant AV-ADE reached 2.85 bits
+    with Frechet distance 17, against V-ADE's 2.87 and 44.
 
     Example:
         >>> ade = ADE(64, "av-ade")
@@ -82,7 +90,8 @@ class ADE(nn.Module):
         latent_dim: int = 16,
         hidden: int = 256,
         flow_layers: int = 4,
-        adversarial_weight: float = 1.0,
+        adversarial_weight: float = 0.3,
+        learning_rate: float = 2e-4,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -96,7 +105,7 @@ class ADE(nn.Module):
         self.discriminator = _mlp([dim, hidden, hidden, 1], activation=lambda: nn.LeakyReLU(0.2))
         self.adversarial_weight = adversarial_weight
         generator_parameters = [p for name, p in self.named_parameters() if not name.startswith("discriminator")]
-        self.optimizer = torch.optim.Adam(generator_parameters, lr=1e-3)
+        self.optimizer = torch.optim.Adam(generator_parameters, lr=learning_rate, betas=(0.5, 0.999))
         self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self._elbo = Trace_ELBO()
 
