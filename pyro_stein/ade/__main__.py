@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from ..steingan.experiment import add_run_arguments, report_run
 from .experiment import run_experiment
 from .model import VARIANTS
 
@@ -16,24 +16,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Train a variant of Adaptive Density Estimation and write sample grids, curves, a checkpoint "
         "and metrics.json (bits per dimension, classifier metrics).",
     )
-    parser.add_argument("--dataset", default="digits",
-                        help="'digits' (scikit-learn's 8x8 digits) or a path to MNIST IDX files or an .npz")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="av-ade")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--out", default="ade_out", help="output folder (a run there resumes)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--metrics-every", type=int, default=10, help="epochs between evaluations")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_arguments(parser, out="ade_out")
     options = parser.parse_args(argv)
-    try:
-        report = run_experiment(options.dataset, options.variant, epochs=options.epochs, out=options.out,
-                                seed=options.seed, metrics_every=options.metrics_every,
-                                progress=not options.no_progress)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps({"seconds": round(report["seconds"], 1), **report["final"]}, indent=1))
-    return 0
+    return report_run(lambda: run_experiment(
+        options.dataset, options.variant, epochs=options.epochs, out=options.out, seed=options.seed,
+        metrics_every=options.metrics_every, progress=not options.no_progress,
+    ))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..steingan.data import load_dataset
-from ..steingan.experiment import METRIC_DRAWS, save_figures
+from ..steingan.experiment import METRIC_DRAWS, final_figures, save_figures
 from ..steingan.metrics import ClassifierMetrics
 from ..steingan.training import train
 from .flows import bits_per_dim, dequantize
@@ -79,7 +79,7 @@ def run_experiment(
 
     history = train(trainer, train_x, epochs=epochs, seed=seed, progress=progress,
                     checkpoint=out / "checkpoint.pt", on_epoch=evaluate)
-    final = {name: values[-1] for name, values in history.items() if name not in ("epoch", "metric_epoch") and values}
+    final = final_figures(history)
     report = {
         "dataset": data.name,
         "variant": variant,

@@ -3,8 +3,11 @@ what ``python -m pyro_stein.steingan`` and ``benchmarks/steingan_digits.py`` run
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,16 @@ from .energies import AutoencoderEnergy, ClassConditionalEnergy, GaussianBernoul
 from .metrics import ClassifierMetrics
 from .training import Generator, SteinGAN, train
 
-__all__ = ["ENERGIES", "METHODS", "build", "run_experiment", "save_figures"]
+__all__ = [
+    "ENERGIES",
+    "METHODS",
+    "add_run_arguments",
+    "build",
+    "final_figures",
+    "report_run",
+    "run_experiment",
+    "save_figures",
+]
 
 ENERGIES = ("ae", "rbm")
 METHODS = ("steingan", "no-repulsion", "gan")
@@ -116,7 +128,7 @@ def run_experiment(
     history = train(model, flat_train, labels=data.train_labels if conditional else None, epochs=epochs, seed=seed,
                     progress=progress, checkpoint=out / "checkpoint.pt", on_epoch=evaluate)
     seconds = time.perf_counter() - started
-    final = {name: values[-1] for name, values in history.items() if name not in ("epoch", "metric_epoch") and values}
+    final = final_figures(history)
     report = {
         "dataset": data.name,
         "energy": energy if method != "gan" else None,
@@ -132,6 +144,34 @@ def run_experiment(
     (out / "metrics.json").write_text(json.dumps(report, indent=1))
     save_figures(model, history, out, shape, seed)
     return report
+
+
+def final_figures(history: dict[str, list[float]]) -> dict[str, float]:
+    """Each figure's last value (the epoch counters left out)."""
+    return {name: values[-1] for name, values in history.items() if name not in ("epoch", "metric_epoch") and values}
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The options both case studies' command lines share: data, length, output, seed, progress."""
+    parser.add_argument("--dataset", default="digits",
+                        help="'digits' (scikit-learn's 8x8 digits) or a path to MNIST IDX files or an .npz")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--out", default=out, help="output folder (a run there resumes)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--metrics-every", type=int, default=10, help="epochs between evaluations")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def report_run(run: Callable[[], dict[str, Any]]) -> int:
+    """Run, print the final figures as JSON and return 0; a missing or malformed input file
+    or a bad option prints ``error: ...`` to stderr and returns 2."""
+    try:
+        report = run()
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"seconds": round(report["seconds"], 1), **report["final"]}, indent=1))
+    return 0
 
 
 def save_figures(model: Any, history: dict[str, list[float]], out: Path, shape: tuple[int, ...], seed: int) -> None:
