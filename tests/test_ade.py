@@ -89,6 +89,36 @@ def test_each_variant_trains(variant):
     assert ade.generate(7).shape == (7, 64)
     with pytest.raises(ValueError, match="variant"):
         ADE(64, "wgan")
+    with pytest.raises(ValueError, match="adversarial_weight"):
+        ADE(64, variant, adversarial_weight=-1.0)
+
+
+def test_batch_norm_decoder():
+    """On for the GAN alone by default (the adversarial-only decoder collapses without it);
+    with it on, a likelihood variant's bounds in evaluation mode are per image, the same
+    whether the images are scored together or one at a time."""
+    import torch.nn as nn
+
+    from pyro_stein.ade import ADE
+
+    def has_batch_norm(ade):
+        return any(isinstance(m, nn.BatchNorm1d) for m in ade.decoder.modules())
+
+    assert [has_batch_norm(ADE(64, v)) for v in ("vae", "v-ade", "gan", "av-gde", "av-ade")] == [
+        False, False, True, False, False]
+    torch.manual_seed(0)
+    ade = ADE(64, "vae", batch_norm=True)
+    assert has_batch_norm(ade)
+    x = torch.rand(64, 64)
+    for start in range(0, 64, 16):
+        ade.train_step(x[start : start + 16])
+    ade.eval()
+    z = torch.randn(3, 5, 16)  # importance samples x images x latent, as in the bounds
+    together = ade.likelihood(z).log_prob(x[:5])
+    alone = ade.likelihood(z[:, :1]).log_prob(x[:1])
+    assert together.shape == (3, 5) and torch.allclose(together[:, :1], alone)
+    elbo, bound = ade.log_likelihood_bounds(x[:5], num_samples=8)
+    assert elbo.shape == bound.shape == (5,) and bool(torch.isfinite(bound).all())
 
 
 def test_command_line_runs_every_variant(tmp_path):
@@ -109,4 +139,9 @@ def test_command_line_runs_every_variant(tmp_path):
             # After one epoch: finite, and the importance-weighted bound no worse than the ELBO.
             assert 0.0 < final["test_bits_per_dim"] < 20.0, (variant, final["test_bits_per_dim"])
             assert final["test_bits_per_dim"] <= final["test_bits_per_dim_elbo"] + 1e-6
+    out = tmp_path / "options"
+    assert main(["--variant", "av-gde", "--epochs", "1", "--out", str(out), "--no-progress", "--adversarial-weight",
+                 "10", "--latent-dim", "4", "--batch-norm", "on"]) == 0
+    recorded = json.loads((out / "metrics.json").read_text())["model_options"]
+    assert recorded == {"adversarial_weight": 10.0, "latent_dim": 4, "batch_norm": True}
     assert main(["--dataset", str(tmp_path / "absent.npz"), "--epochs", "1", "--out", str(tmp_path / "x")]) == 2

@@ -34,9 +34,13 @@ def run_experiment(
     metrics_every: int = 10,
     progress: bool = True,
     levels: int | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one ADE variant and write ``samples.png``, ``curves.png``, ``checkpoint.pt`` and
     ``metrics.json`` to ``out`` (a run whose checkpoint is there resumes).
+
+    ``model_options`` go to [`ADE`][pyro_stein.ade.model.ADE] (``adversarial_weight``,
+    ``latent_dim``, ``batch_norm``, ...) and are recorded in ``metrics.json``.
 
     Images are dequantized uniformly (``levels``: 17 for scikit-learn's digits, 256 for
     MNIST, by default from the dataset); a fresh dequantization of the training images is not
@@ -61,7 +65,7 @@ def run_experiment(
     test_x = dequantize(data.test_images.reshape(len(data.test_images), -1), levels, generator)
     shape = (-1, *data.image_shape)
     torch.manual_seed(seed)
-    trainer = ADETrainer(ADE(data.dim, variant))
+    trainer = ADETrainer(ADE(data.dim, variant, **(model_options or {})))
 
     def evaluate(epoch: int, current: ADETrainer) -> dict[str, float]:
         if epoch % metrics_every and epoch != epochs:
@@ -86,6 +90,7 @@ def run_experiment(
         "epochs": epochs,
         "seed": seed,
         "levels": levels,
+        "model_options": model_options or {},
         "seconds": time.perf_counter() - started,
         "classifier_test_accuracy": metrics.test_accuracy,
         "final": final,
