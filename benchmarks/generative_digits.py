@@ -36,10 +36,11 @@ SWEEP_COLUMNS = ["test_bits_per_dim", "test_bits_per_dim_elbo", "classifier_frec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the main table's seed (the sweep names its own)")
     parser.add_argument("--out", default="benchmarks/results/generative_digits")
     parser.add_argument("--sweep", action="store_true", help="the weight, latent-width and seed sweep instead")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once, one thread each (the seconds column then includes sharing the cores)")
     options = parser.parse_args()
     out = Path(options.out)
     if options.sweep:
@@ -126,7 +127,11 @@ def run_all(runs: dict[str, dict[str, Any]], out: Path, epochs: int, jobs: int) 
             futures[label] = pool.submit(run, spec["study"], spec["variant"], spec["seed"], str(out / folder), epochs,
                                          spec.get("options"))
         for label, future in futures.items():
-            results[label] = future.result()
+            try:
+                results[label] = future.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # a failed run ends the benchmark now, not at the end
+                raise
             print(label, _row(results[label], COLUMNS), flush=True)
     return results
 

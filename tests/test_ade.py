@@ -89,8 +89,9 @@ def test_each_variant_trains(variant):
     assert ade.generate(7).shape == (7, 64)
     with pytest.raises(ValueError, match="variant"):
         ADE(64, "wgan")
-    with pytest.raises(ValueError, match="adversarial_weight"):
-        ADE(64, variant, adversarial_weight=-1.0)
+    for weight in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="adversarial_weight"):
+            ADE(64, variant, adversarial_weight=weight)
 
 
 def test_batch_norm_decoder():
@@ -121,7 +122,7 @@ def test_batch_norm_decoder():
     assert elbo.shape == bound.shape == (5,) and bool(torch.isfinite(bound).all())
 
 
-def test_command_line_runs_every_variant(tmp_path):
+def test_command_line_runs_every_variant(tmp_path, capsys):
     import json
 
     from pyro_stein.ade.__main__ import main
@@ -143,5 +144,11 @@ def test_command_line_runs_every_variant(tmp_path):
     assert main(["--variant", "av-gde", "--epochs", "1", "--out", str(out), "--no-progress", "--adversarial-weight",
                  "10", "--latent-dim", "4", "--batch-norm", "on"]) == 0
     recorded = json.loads((out / "metrics.json").read_text())["model_options"]
-    assert recorded == {"adversarial_weight": 10.0, "latent_dim": 4, "batch_norm": True}
+    assert {k: recorded[k] for k in ("adversarial_weight", "latent_dim", "batch_norm")} == {
+        "adversarial_weight": 10.0, "latent_dim": 4, "batch_norm": True}
+    # Resuming that run with other options names the difference instead of mixing the two.
+    assert main(["--variant", "av-gde", "--epochs", "2", "--out", str(out), "--no-progress"]) == 2
+    assert "adversarial_weight: 10.0 there, 1.0 here" in capsys.readouterr().err
+    assert main(["--variant", "gan", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    assert main(["--variant", "vae", "--epochs", "1", "--out", str(tmp_path / "bad"), "--latent-dim", "0"]) == 2
     assert main(["--dataset", str(tmp_path / "absent.npz"), "--epochs", "1", "--out", str(tmp_path / "x")]) == 2

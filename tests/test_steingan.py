@@ -247,6 +247,9 @@ def test_command_line_run_writes_its_outputs_and_resumes(tmp_path, capsys):
     assert resumed["history"]["data_energy"] == straight["history"]["data_energy"]
     assert resumed["final"]["classifier_frechet"] == straight["final"]["classifier_frechet"]
     capsys.readouterr()
+    # The RBM run's checkpoint cannot resume an autoencoder run: an error, not a traceback.
+    assert main(["--energy", "ae", "--epochs", "3", "--out", str(tmp_path / "rbm"), "--no-progress"]) == 2
+    assert "written by a different model" in capsys.readouterr().err
     assert main(["--dataset", str(tmp_path / "no_such_mnist"), "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
     assert "no MNIST data" in capsys.readouterr().err
 

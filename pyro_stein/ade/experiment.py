@@ -5,6 +5,7 @@ metrics, training loop and figures."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ def run_experiment(
     ``metrics.json`` to ``out`` (a run whose checkpoint is there resumes).
 
     ``model_options`` go to [`ADE`][pyro_stein.ade.model.ADE] (``adversarial_weight``,
-    ``latent_dim``, ``batch_norm``, ...) and are recorded in ``metrics.json``.
+    ``latent_dim``, ``batch_norm``, ...); the model's resolved options are recorded in
+    ``metrics.json`` and in the checkpoint, and resuming with other options raises.
 
     Images are dequantized uniformly (``levels``: 17 for scikit-learn's digits, 256 for
     MNIST, by default from the dataset); a fresh dequantization of the training images is not
@@ -90,7 +92,7 @@ def run_experiment(
         "epochs": epochs,
         "seed": seed,
         "levels": levels,
-        "model_options": model_options or {},
+        "model_options": trainer.ade.config,
         "seconds": time.perf_counter() - started,
         "classifier_test_accuracy": metrics.test_accuracy,
         "final": final,
@@ -102,8 +104,9 @@ def run_experiment(
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN (the GAN's bits per dimension) as JSON null, not the non-standard ``NaN``."""
-    if isinstance(value, float) and value != value:
+    """NaN (the GAN's bits per dimension) and infinities as JSON null, not the non-standard
+    ``NaN`` and ``Infinity``."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {key: _json_safe(item) for key, item in value.items()}

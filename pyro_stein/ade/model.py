@@ -20,6 +20,7 @@ av-ade     yes         yes          yes
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import pyro
@@ -72,18 +73,22 @@ class ADE(nn.Module):
         learning_rate: Adam's rate (betas 0.5, 0.999) for the encoder, decoder and map; the
             discriminator's is 2e-4.
         batch_norm: batch normalization after the decoder's hidden layers, as in DCGAN's
-            generator. ``None`` (the default) turns it on for the GAN variant only.
+            generator. ``None`` (the default) turns it on for the GAN variant only. In the
+            hybrid variants the decoder runs on posterior and on prior codes each step, so its
+            running statistics (used in evaluation) mix the two.
 
     Defaults, measured on digits over 100 epochs (``benchmarks/generative_digits.py`` and its
     ``--sweep``, docs/ade.md):
 
     * Weight 1, the plain sum of the two terms: AV-ADE reached 2.84 bits per dimension with
-      classifier-Frechet distance 8.8 (seeds 0-2: 2.84 +- 0.01 bits, distance 10.6 +- 2.0),
-      against V-ADE's 2.86 bits and distance 47.7 +- 9.9. At weight 0.3 its distance was
-      18.5; at weight 3 the map collapsed (4.8 bits, distance 203), at 10 it diverged.
-    * Batch normalization: without it the adversarial-only decoder collapses (distance 326,
-      class entropy 0.47); with it the GAN reaches distance 9.2. In the likelihood variants
-      it costs bits and samples (AV-ADE 2.90 bits, distance 19.3), so it is off there.
+      classifier-Frechet distance 8.8, against V-ADE's 2.87 and 37.4 (seeds 0-2: 2.84 +- 0.01
+      bits and distance 10.6 +- 2.0, against 2.86 +- 0.003 and 47.7 +- 9.9). At weight 0.3
+      its distance was 18.5; at weight 3 the map collapsed (4.8 bits, distance 203), at 10
+      it diverged (one seed each).
+    * Batch normalization: without it the adversarial-only decoder collapsed (seed 0:
+      distance 326, class entropy 0.47); with it the GAN reached 9.2 (seeds 0-2: 13.1 +-
+      3.6). With it AV-ADE lost bits and samples (2.90 bits, distance 19.3, one seed), so it
+      is off in the likelihood variants.
 
     Example:
         >>> ade = ADE(64, "av-ade")
@@ -106,13 +111,23 @@ class ADE(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-        if adversarial_weight < 0:
-            raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
+        if not (math.isfinite(adversarial_weight) and adversarial_weight >= 0):
+            raise ValueError(f"adversarial_weight must be finite and >= 0, got {adversarial_weight}")
+        if min(dim, latent_dim, hidden) < 1 or flow_layers < 1 or not learning_rate > 0:
+            raise ValueError(
+                "dim, latent_dim, hidden and flow_layers must be >= 1 and learning_rate > 0, got "
+                f"{dim}, {latent_dim}, {hidden}, {flow_layers} and {learning_rate}"
+            )
         self.variant_name, self.variant = variant, VARIANTS[variant]
         self.dim, self.latent_dim = dim, latent_dim
         self.encoder = _mlp([dim, hidden, 2 * latent_dim])
         if batch_norm is None:
             batch_norm = not self.variant.likelihood
+        #: What the model was built with (the default of ``batch_norm`` resolved): recorded in
+        #: ``metrics.json`` and checked when a checkpoint resumes.
+        self.config = {"variant": variant, "latent_dim": latent_dim, "hidden": hidden, "flow_layers": flow_layers,
+                       "adversarial_weight": adversarial_weight, "learning_rate": learning_rate,
+                       "batch_norm": batch_norm}
         self.decoder = _mlp([latent_dim, hidden, hidden, dim], normalize=batch_norm)
         self.to_images = invertible_map(dim, flow_layers) if self.variant.flow else None
         self.log_sigma = nn.Parameter(torch.tensor(-2.0))
@@ -228,6 +243,7 @@ class ADETrainer:
 
     def state_dict(self) -> dict:
         return {
+            "config": self.ade.config,
             "ade": self.ade.state_dict(),
             "optimizer": self.ade.optimizer.state_dict(),
             "discriminator_optimizer": self.ade.discriminator_optimizer.state_dict(),
@@ -235,6 +251,14 @@ class ADETrainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        saved = state.get("config", {})
+        if saved != self.ade.config:
+            changed = sorted(k for k in set(saved) | set(self.ade.config) if saved.get(k) != self.ade.config.get(k))
+            raise ValueError(
+                "the checkpoint was written with other model options ("
+                + ", ".join(f"{k}: {saved.get(k)!r} there, {self.ade.config.get(k)!r} here" for k in changed)
+                + "); write to another folder or delete the checkpoint"
+            )
         self.ade.load_state_dict(state["ade"])
         self.ade.optimizer.load_state_dict(state["optimizer"])
         self.ade.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])

@@ -156,7 +156,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--dataset", default="digits",
                         help="'digits' (scikit-learn's 8x8 digits) or a path to MNIST IDX files or an .npz")
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--out", default=out, help="output folder (a run there resumes)")
+    parser.add_argument("--out", default=out,
+                        help=f"output folder, default {out}; a run whose checkpoint is there resumes, and "
+                        "a checkpoint of another model or other options is an error")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metrics-every", type=int, default=10, help="epochs between evaluations")
     parser.add_argument("--no-progress", action="store_true")

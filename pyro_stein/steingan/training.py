@@ -341,7 +341,13 @@ def train(
     torch.manual_seed(seed)
     if path is not None and path.exists():
         state = torch.load(path, weights_only=False)
-        gan.load_state_dict(state["gan"])
+        try:
+            gan.load_state_dict(state["gan"])
+        except (RuntimeError, KeyError) as error:
+            raise ValueError(
+                f"checkpoint {path} was written by a different model and cannot resume this run "
+                f"({str(error).splitlines()[0]}); write to another folder or delete the checkpoint"
+            ) from error
         history, start = state["history"], state["epoch"]
         torch.set_rng_state(state["torch_rng"])
     bar = tqdm(total=epochs, initial=start, disable=not progress, desc="SteinGAN")
