@@ -21,7 +21,6 @@ Every run is one ``run_experiment`` on one thread; ``--jobs`` runs that many at 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -163,10 +162,10 @@ def sweep(out: Path, epochs: int, jobs: int) -> None:
 
 
 def _write_json(path: Path, results: dict[str, dict]) -> None:
-    """The reports without their histories; NaN (the GAN's bits) as null, not the
-    non-standard ``NaN``."""
-    text = json.dumps({k: {**v, "history": None} for k, v in results.items()}, default=str)
-    path.write_text(json.dumps(json.loads(text, parse_constant=lambda _: None), indent=1))
+    """The reports without their histories (NaN, the GAN's bits, as null)."""
+    from pyro_stein.steingan.experiment import to_json
+
+    path.write_text(to_json({k: {**v, "history": None} for k, v in results.items()}))
 
 
 def _table(header: str, results: dict[str, dict], columns: list[str]) -> str:

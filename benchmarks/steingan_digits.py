@@ -20,7 +20,6 @@ Prints the table (also written as ``table.md`` and ``results.json`` in ``--out``
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 RUNS = [  # label, method, energy, class-conditional
@@ -47,7 +46,7 @@ def main() -> None:
         sensitivity(options.epochs, options.seed)
         return
 
-    from pyro_stein.steingan.experiment import run_experiment
+    from pyro_stein.steingan.experiment import run_experiment, to_json
 
     out = Path(options.out)
     results = {}
@@ -68,7 +67,7 @@ def main() -> None:
     print(table)
     (out / "table.md").write_text(table + "\n")
     slim = {label: {k: v for k, v in r.items() if k != "history"} | {"history": r["history"]} for label, r in results.items()}
-    (out / "results.json").write_text(json.dumps(slim, indent=1))
+    (out / "results.json").write_text(to_json(slim))
     figure(results, out / "samples.png")
 
 

@@ -4,8 +4,6 @@ metrics, training loop and figures."""
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import torch
 
 from ..steingan.data import load_dataset
-from ..steingan.experiment import METRIC_DRAWS, final_figures, save_figures
+from ..steingan.experiment import METRIC_DRAWS, final_figures, save_figures, to_json
 from ..steingan.metrics import ClassifierMetrics
 from ..steingan.training import train
 from .flows import bits_per_dim, dequantize
@@ -98,18 +96,7 @@ def run_experiment(
         "final": final,
         "history": history,
     }
-    (out / "metrics.json").write_text(json.dumps(_json_safe(report), indent=1))
+    (out / "metrics.json").write_text(to_json(report))
     save_figures(trainer, history, out, shape, seed)
     return report
 
-
-def _json_safe(value: Any) -> Any:
-    """NaN (the GAN's bits per dimension) and infinities as JSON null, not the non-standard
-    ``NaN`` and ``Infinity``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value

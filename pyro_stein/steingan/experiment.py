@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -141,9 +142,26 @@ def run_experiment(
         "final": final,
         "history": history,
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=1))
+    (out / "metrics.json").write_text(to_json(report))
     save_figures(model, history, out, shape, seed)
     return report
+
+
+def to_json(value: Any) -> str:
+    """``value`` as JSON text with NaN and infinities as null (a GAN has no bits per
+    dimension; a diverged run may have infinite figures), not the non-standard ``NaN`` and
+    ``Infinity`` that ``json.dumps`` writes by default and strict parsers reject."""
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(inner) for inner in item]
+        return item
+
+    return json.dumps(finite(value), indent=1, allow_nan=False)
 
 
 def final_figures(history: dict[str, list[float]]) -> dict[str, float]:
@@ -172,7 +190,7 @@ def report_run(run: Callable[[], dict[str, Any]]) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps({"seconds": round(report["seconds"], 1), **report["final"]}, indent=1))
+    print(to_json({"seconds": round(report["seconds"], 1), **report["final"]}))
     return 0
 
 
