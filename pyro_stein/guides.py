@@ -35,11 +35,8 @@ from pyro.infer.autoguide import AutoContinuous
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from .initialization import (
-    init_to_median,
-    laplace_approximation,
-    laplace_scale_tril,
-)
+from .initialization import init_to_median
+from .ops.laplace import laplace_approximation, laplace_scale_tril
 from .model_density import UnconstrainedLogDensity, constrained_batch, latent_dtype
 
 __all__ = ["AutoNeuralSampler", "ImplicitLatent"]
