@@ -7,7 +7,7 @@ models on the same metrics and the same test split.
 Bits per dimension (test split, uniformly dequantized to 17 levels; importance-weighted bound
 with 100 samples, and the ELBO) where the model has a likelihood; for every model the
 classifier-Frechet distance, inception-style score, class entropy (class coverage), diversity
-and coverage of 2000 samples (pyro_stein.steingan.metrics).
+and coverage of 2000 samples (pyro_stein.contrib.imaging.metrics).
 
 The main run writes ``table.md``, ``results.json`` and ``samples.png`` (every model's
 draws). ``--sweep`` writes ``sweep.md`` and ``sweep.json`` instead: the adversarial weight
@@ -21,6 +21,7 @@ Every run is one ``run_experiment`` on one thread; ``--jobs`` runs that many at 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -107,11 +108,11 @@ def run(study: str, variant: str, seed: int, out: str, epochs: int, options: dic
 
     torch.set_num_threads(1)
     if study == "ade":
-        from pyro_stein.ade.experiment import run_experiment
+        from pyro_stein.contrib.ade.experiment import run_experiment
 
         return run_experiment("digits", variant, epochs=epochs, out=out, seed=seed, progress=False,
                               model_options=options)
-    from pyro_stein.steingan.experiment import run_experiment
+    from pyro_stein.contrib.steingan.experiment import run_experiment
 
     return run_experiment("digits", variant, epochs=epochs, out=out, seed=seed, progress=False)
 
@@ -163,7 +164,7 @@ def sweep(out: Path, epochs: int, jobs: int) -> None:
 
 def _write_json(path: Path, results: dict[str, dict]) -> None:
     """The reports without their histories (NaN, the GAN's bits, as null)."""
-    from pyro_stein.steingan.experiment import to_json
+    from pyro_stein.contrib.imaging.reports import to_json
 
     path.write_text(to_json({k: {**v, "history": None} for k, v in results.items()}))
 
@@ -180,7 +181,7 @@ def _table(header: str, results: dict[str, dict], columns: list[str]) -> str:
 def _row(report: dict, columns: list[str]) -> dict:
     final = report["final"]
     row = {c: (report["seconds"] if c == "seconds" else final.get(c)) for c in columns}
-    return {c: (None if isinstance(v, float) and v != v else v) for c, v in row.items()}
+    return {c: (None if isinstance(v, float) and math.isnan(v) else v) for c, v in row.items()}
 
 
 if __name__ == "__main__":

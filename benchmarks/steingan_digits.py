@@ -3,7 +3,7 @@
     python benchmarks/steingan_digits.py --epochs 100 --out benchmarks/results/steingan_digits
 
 Runs, one after another, with the same generator architecture, data split, seed and
-classifier metrics (pyro_stein.steingan.metrics):
+classifier metrics (pyro_stein.contrib.imaging.metrics):
 
 * SteinGAN with the autoencoder energy (the paper's model);
 * the same without the kernel's repulsive term (``no-repulsion``);
@@ -46,7 +46,8 @@ def main() -> None:
         sensitivity(options.epochs, options.seed)
         return
 
-    from pyro_stein.steingan.experiment import run_experiment, to_json
+    from pyro_stein.contrib.imaging.reports import to_json
+    from pyro_stein.contrib.steingan.experiment import run_experiment
 
     out = Path(options.out)
     results = {}
@@ -75,10 +76,13 @@ def sensitivity(epochs: int, seed: int) -> None:
     """The autoencoder SteinGAN with one setting changed at a time, against the same metrics."""
     import torch
 
-    from pyro_stein.kernels import RBFKernel
-    from pyro_stein.steingan import AutoencoderEnergy, load_digits
-    from pyro_stein.steingan.metrics import ClassifierMetrics
-    from pyro_stein.steingan.training import Generator, SteinGAN, train
+    from pyro_stein.contrib.imaging.data import load_digits
+    from pyro_stein.contrib.imaging.energies import AutoencoderEnergy
+    from pyro_stein.contrib.imaging.generator import Generator
+    from pyro_stein.contrib.imaging.metrics import ClassifierMetrics
+    from pyro_stein.contrib.imaging.training import train
+    from pyro_stein.contrib.steingan.training import SteinGAN
+    from pyro_stein.ops.kernels import RBFKernel
 
     data = load_digits()
     x = data.train_images.reshape(len(data.train_images), -1)

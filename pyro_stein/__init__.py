@@ -7,17 +7,21 @@ Quick start::
     result = pyro_stein.fit(model, x, y, engine="ctf")  # Langevin-flow distillation
     draws = result.sample(4000)                   # {site: (4000, *site_shape)}
     idata = pyro_stein.to_inference_data(result)  # ArviZ: az.summary(idata), az.loo(idata)
+
+The package is layered (``docs/architecture.md``): ``ops`` (pure tensor math) <- ``glue``
+(the only code that touches Pyro internals) <- ``guides`` <- ``engines`` <-
+``diagnostics`` <- ``fitting`` <- ``contrib`` (case studies); each imports only from the
+layers before it.
 """
 
-from . import constraints as _constraints  # noqa: F401  (registers biject_to rules)
-from .asvgd import AmortizedSVGD
-from .ctf import CTFDistillation
-from .diagnostics import compare_draws, ksd
-from .guides import AutoNeuralSampler
-from .initialization import init_to_feasible, init_to_median, init_to_uniform, init_to_value
-from .kernels import IMQKernel, RBFKernel
+from ._version import __version__
+from .diagnostics import compare_draws, from_mcmc, ksd, to_inference_data
+from .engines import AmortizedSVGD, CTFDistillation
 from .fitting import FitResult, fit
-from .inference_data import from_mcmc, to_inference_data
+from .glue import constraints as _constraints  # noqa: F401  (registers biject_to rules)
+from .glue.initialization import init_to_feasible, init_to_median, init_to_uniform, init_to_value
+from .guides import AutoNeuralSampler
+from .ops.kernels import IMQKernel, RBFKernel
 
 __all__ = [
     "AmortizedSVGD",
@@ -26,6 +30,7 @@ __all__ = [
     "FitResult",
     "IMQKernel",
     "RBFKernel",
+    "__version__",
     "compare_draws",
     "fit",
     "from_mcmc",
@@ -36,5 +41,3 @@ __all__ = [
     "ksd",
     "to_inference_data",
 ]
-
-__version__ = "0.1.0"

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pyro_stein.ade import bits_per_dim, dequantize, feature_space_likelihood, invertible_map
+from pyro_stein.contrib.ade.flows import bits_per_dim, dequantize, feature_space_likelihood, invertible_map
 
 
 def _randomized(dim, layers, seed=0):
@@ -69,8 +69,8 @@ def test_bad_arguments():
 def test_each_variant_trains(variant):
     import pyro
 
-    from pyro_stein.ade import ADE, VARIANTS
-    from pyro_stein.steingan import load_digits
+    from pyro_stein.contrib.ade.model import ADE, VARIANTS
+    from pyro_stein.contrib.imaging.data import load_digits
 
     data = load_digits()
     x = dequantize(data.train_images.reshape(-1, 64).double(), 17, torch.Generator().manual_seed(0)).float()
@@ -98,9 +98,9 @@ def test_batch_norm_decoder():
     """On for the GAN alone by default (the adversarial-only decoder collapses without it);
     with it on, a likelihood variant's bounds in evaluation mode are per image, the same
     whether the images are scored together or one at a time."""
-    import torch.nn as nn
+    from torch import nn
 
-    from pyro_stein.ade import ADE
+    from pyro_stein.contrib.ade.model import ADE
 
     def has_batch_norm(ade):
         return any(isinstance(m, nn.BatchNorm1d) for m in ade.decoder.modules())
@@ -125,7 +125,7 @@ def test_batch_norm_decoder():
 def test_command_line_runs_every_variant(tmp_path, capsys):
     import json
 
-    from pyro_stein.ade.__main__ import main
+    from pyro_stein.contrib.ade.__main__ import main
 
     for variant in ("vae", "v-ade", "gan", "av-gde", "av-ade"):
         out = tmp_path / variant
@@ -152,3 +152,27 @@ def test_command_line_runs_every_variant(tmp_path, capsys):
     assert main(["--variant", "gan", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
     assert main(["--variant", "vae", "--epochs", "1", "--out", str(tmp_path / "bad"), "--latent-dim", "0"]) == 2
     assert main(["--dataset", str(tmp_path / "absent.npz"), "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_old_import_paths_and_command_line_still_work(capsys):
+    """``pyro_stein.ade`` and its submodules re-export the moved code, and its command line
+    runs under its old name; the study imports nothing from the SteinGAN study."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    import pyro_stein.ade as old
+    from pyro_stein.ade.__main__ import main
+    from pyro_stein.contrib import ade
+
+    assert set(old.__all__) == set(ade.__all__)
+    assert all(getattr(old, name) is getattr(ade, name) for name in old.__all__)
+    for submodule in ("flows", "model", "experiment"):
+        module, new = importlib.import_module(f"pyro_stein.ade.{submodule}"), getattr(ade, submodule)
+        assert all(getattr(module, name) is getattr(new, name) for name in module.__all__), submodule
+    for module in (ade.flows, ade.model, ade.experiment, sys.modules["pyro_stein.contrib.ade.__main__"]):
+        imports = [line for line in Path(module.__file__).read_text().splitlines() if "import" in line]
+        assert not any("steingan" in line for line in imports), module.__name__
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m pyro_stein.ade ")

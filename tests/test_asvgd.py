@@ -326,10 +326,11 @@ def test_a_model_that_needs_a_loop_is_probed_once():
 
     y = torch.tensor(0.3)
     engine = AmortizedSVGD(num_particles=4)
-    svi = SVI(branching_model, AutoNeuralSampler(branching_model), pyro.optim.Adam({"lr": 1e-3}), loss=engine)
+    guide = AutoNeuralSampler(branching_model)
+    svi = SVI(branching_model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=engine)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         svi.step(y)
         svi.step(y)
     assert sum("per-particle loop" in str(w.message) for w in caught) == 1
-    assert engine._density.batching == "loop"
+    assert engine.run_of(guide).density.batching == "loop"

@@ -179,9 +179,9 @@ def test_drop_in_svi_loss_and_predictive():
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=engine)
     values = [svi.step(y) for _ in range(30)]
     assert all(isinstance(v, float) and v >= 0 for v in values)
-    assert engine.step_count == 30
+    assert engine.run_of(guide).step_count == 30
     assert isinstance(svi.evaluate_loss(y), float)
-    assert engine.step_count == 30  # evaluating is not a step
+    assert engine.run_of(guide).step_count == 30  # evaluating is not a step
     samples = Predictive(model, guide=guide, num_samples=7)(y)
     assert samples["mu"].numel() == 7 and samples["y"].shape == (7, len(y))
     assert (samples["sigma"] > 0).all()
@@ -197,8 +197,8 @@ def test_step_size_adapts_and_survives_a_checkpoint(tmp_path):
     # Acceptance near 1 at h = 0.01, 0.1 above the target: h grows by exp(0.05 * 0.1) a step.
     assert steps[-1] > 0.01 * 1.25
     resumed_engine = CTFDistillation()
-    pyro_stein.fit(model, engine=resumed_engine, num_steps=60, seed=0, progress=False, checkpoint=tmp_path / "c.pt")
-    assert resumed_engine.step_size == engine.step_size
+    resumed = pyro_stein.fit(model, engine=resumed_engine, num_steps=60, seed=0, progress=False, checkpoint=tmp_path / "c.pt")
+    assert resumed_engine.run_of(resumed.guide).step_size == engine.run_of(result.guide).step_size
 
 
 def test_float64_models_flow_in_float64():
@@ -219,7 +219,8 @@ def test_subsampled_models_use_the_unadjusted_flow():
 
     engine = CTFDistillation(num_particles=64)
     result = pyro_stein.fit(model, x, engine=engine, num_steps=200, seed=0, progress=False)
-    assert not engine.uses_metropolis and engine.step_size == 0.02  # fixed: not adapted
+    run = engine.run_of(result.guide)
+    assert not run.metropolis and run.step_size == 0.02  # fixed: not adapted
     draws = result.sample(NUM_DRAWS)["mu"]
     posterior_sd = 1 / math.sqrt(len(x) + 1 / 100)
     # Within one posterior sd: a short run of noisy minibatch gradients.

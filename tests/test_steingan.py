@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_stein.steingan import AutoencoderEnergy, GaussianBernoulliRBM, load_dataset, load_digits, load_mnist
+from pyro_stein.contrib.imaging.data import load_dataset, load_digits, load_mnist
+from pyro_stein.contrib.imaging.energies import AutoencoderEnergy, GaussianBernoulliRBM
 
 
 def test_digits_split_is_stratified_and_deterministic():
@@ -146,7 +147,7 @@ def test_rbm_fit_visible_to_data_gives_the_independent_gaussian():
 
 
 def test_frechet_distance_against_closed_forms():
-    from pyro_stein.steingan.metrics import frechet_distance
+    from pyro_stein.contrib.imaging.metrics import frechet_distance
 
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(20000, 3, generator=generator, dtype=torch.float64)
@@ -157,7 +158,7 @@ def test_frechet_distance_against_closed_forms():
 
 
 def test_inception_score_and_classifier_metrics():
-    from pyro_stein.steingan.metrics import ClassifierMetrics, inception_score
+    from pyro_stein.contrib.imaging.metrics import ClassifierMetrics, inception_score
 
     assert abs(inception_score(torch.eye(10).repeat(3, 1)) - 10.0) < 1e-6  # probabilities floored at 1e-12
     assert abs(inception_score(torch.eye(10)[[3] * 30]) - 1.0) < 1e-6
@@ -183,9 +184,9 @@ def test_inception_score_and_classifier_metrics():
 
 
 def test_feature_stein_direction_reduces_to_and_pulls_back_the_stein_direction():
-    from pyro_stein.kernels import RBFKernel
-    from pyro_stein.stein import kernel_gram, stein_direction
-    from pyro_stein.steingan.training import feature_stein_direction
+    from pyro_stein.contrib.steingan.training import feature_stein_direction
+    from pyro_stein.ops.kernels import RBFKernel
+    from pyro_stein.ops.stein import kernel_gram, stein_direction
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(40, 3, generator=generator, dtype=torch.float64)
@@ -203,8 +204,9 @@ def test_feature_stein_direction_reduces_to_and_pulls_back_the_stein_direction()
 
 
 def test_short_steingan_run_lowers_the_classifier_frechet_distance():
-    from pyro_stein.steingan.metrics import ClassifierMetrics
-    from pyro_stein.steingan.training import Generator, SteinGAN
+    from pyro_stein.contrib.imaging.generator import Generator
+    from pyro_stein.contrib.imaging.metrics import ClassifierMetrics
+    from pyro_stein.contrib.steingan.training import SteinGAN
 
     data = load_digits()
     metrics = ClassifierMetrics.for_dataset(data)
@@ -226,7 +228,7 @@ def test_short_steingan_run_lowers_the_classifier_frechet_distance():
 def test_command_line_run_writes_its_outputs_and_resumes(tmp_path, capsys):
     import json
 
-    from pyro_stein.steingan.__main__ import main
+    from pyro_stein.contrib.steingan.__main__ import main
 
     for energy in ("ae", "rbm"):
         out = tmp_path / energy
@@ -255,9 +257,11 @@ def test_command_line_run_writes_its_outputs_and_resumes(tmp_path, capsys):
 
 
 def test_class_conditional_generator_draws_the_digit_it_is_asked_for():
-    from pyro_stein.steingan import ClassConditionalEnergy
-    from pyro_stein.steingan.metrics import ClassifierMetrics
-    from pyro_stein.steingan.training import Generator, SteinGAN, train
+    from pyro_stein.contrib.imaging.energies import ClassConditionalEnergy
+    from pyro_stein.contrib.imaging.generator import Generator
+    from pyro_stein.contrib.imaging.metrics import ClassifierMetrics
+    from pyro_stein.contrib.imaging.training import train
+    from pyro_stein.contrib.steingan.training import SteinGAN
 
     data = load_digits()
     metrics = ClassifierMetrics.for_dataset(data)
@@ -279,3 +283,28 @@ def test_class_conditional_generator_draws_the_digit_it_is_asked_for():
     assert f.shape == (6,)
     # The hinge: the classifier term costs at least the margin, however confident.
     assert bool((f <= energy.autoencoder(images) - 0.2 + 1e-6).all())
+
+
+def test_old_import_paths_and_command_line_still_work(capsys):
+    """``pyro_stein.steingan`` and its submodules re-export the moved code, and its command
+    line runs under its old name."""
+    import importlib
+
+    import pyro_stein.steingan as old
+    from pyro_stein.contrib import imaging, steingan
+    from pyro_stein.steingan.__main__ import main
+
+    assert set(old.__all__) == set(steingan.__all__)
+    assert all(getattr(old, name) is getattr(steingan, name) for name in old.__all__)
+    moved = {"data": imaging.data, "energies": imaging.energies, "baselines": imaging.baselines,
+             "metrics": imaging.metrics, "training": steingan.training, "experiment": steingan.experiment}
+    for submodule, new in moved.items():
+        module = importlib.import_module(f"pyro_stein.steingan.{submodule}")
+        assert module.__all__ and all(hasattr(module, name) for name in module.__all__), submodule
+        for name in set(module.__all__) & set(vars(new)):
+            assert getattr(module, name) is getattr(new, name), (submodule, name)
+    assert old.training.Generator is imaging.generator.Generator and old.training.train is imaging.training.train
+    assert old.experiment.to_json is imaging.reports.to_json and old.experiment.report_run is imaging.cli.report_run
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m pyro_stein.steingan ")

@@ -1,15 +1,7 @@
-"""Adaptive Density Estimation (Lucas et al., 2019), the hybrid likelihood/adversarial case
-study: a VAE whose Gaussian decoder lives in the feature space of an invertible map.
+"""Moved to [`pyro_stein.contrib.ade`][pyro_stein.contrib.ade]; this package keeps existing imports and
+``python -m pyro_stein.ade`` working. Its submodules ``flows``, ``model`` and ``experiment``
+re-export from the new places."""
 
-Command line: ``python -m pyro_stein.ade --dataset digits --variant av-ade|v-ade|av-gde|vae|gan
---epochs N --out DIR``. Modules: ``flows`` (the invertible map from Pyro's coupling
-transforms, the image-space likelihood as a ``TransformedDistribution``, dequantization,
-bits per dimension), ``model`` (the five variants from one code path, Pyro's ``Trace_ELBO``
-for the coverage term) and ``experiment`` (one run with its files; it shares the SteinGAN
-study's data, metrics, training loop and figures).
-"""
-
-from .flows import bits_per_dim, dequantize, feature_space_likelihood, invertible_map
-from .model import ADE, VARIANTS
+from ..contrib.ade import ADE, VARIANTS, bits_per_dim, dequantize, feature_space_likelihood, invertible_map
 
 __all__ = ["ADE", "VARIANTS", "bits_per_dim", "dequantize", "feature_space_likelihood", "invertible_map"]

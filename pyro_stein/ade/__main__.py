@@ -1,38 +1,18 @@
-"""``python -m pyro_stein.ade --dataset digits --variant av-ade|v-ade|av-gde|vae|gan --epochs N --out DIR``."""
+"""Moved to [`pyro_stein.contrib.ade.__main__`][pyro_stein.contrib.ade.__main__]: this module keeps
+``python -m pyro_stein.ade ...`` working, under its old name in the help text."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ..steingan.experiment import add_run_arguments, report_run
-from .experiment import run_experiment
-from .model import VARIANTS
+from ..contrib.ade.__main__ import main as _main
+
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pyro_stein.ade",
-        description="Train a variant of Adaptive Density Estimation and write sample grids, curves, a checkpoint "
-        "and metrics.json (bits per dimension, classifier metrics).",
-    )
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="av-ade")
-    parser.add_argument("--adversarial-weight", type=float, default=None,
-                        help="lambda in L_coverage + lambda * L_quality, adversarial variants (default 1)")
-    parser.add_argument("--latent-dim", type=int, default=None, help="width of the code z (default 16)")
-    parser.add_argument("--batch-norm", choices=("auto", "on", "off"), default="auto",
-                        help="batch normalization in the decoder; auto: on for the GAN variant only")
-    add_run_arguments(parser, out="ade_out")
-    options = parser.parse_args(argv)
-    model_options = {"batch_norm": {"auto": None, "on": True, "off": False}[options.batch_norm]}
-    if options.adversarial_weight is not None:
-        model_options["adversarial_weight"] = options.adversarial_weight
-    if options.latent_dim is not None:
-        model_options["latent_dim"] = options.latent_dim
-    return report_run(lambda: run_experiment(
-        options.dataset, options.variant, epochs=options.epochs, out=options.out, seed=options.seed,
-        metrics_every=options.metrics_every, progress=not options.no_progress, model_options=model_options,
-    ))
+    """``python -m pyro_stein.contrib.ade`` under the name ``python -m pyro_stein.ade``."""
+    return _main(argv, prog="python -m pyro_stein.ade")
 
 
 if __name__ == "__main__":

@@ -23,21 +23,22 @@ means the same thing for a latent with posterior scale 1e-3 as for one with scal
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 
-import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
-from pyro.infer.autoguide import AutoContinuous
 from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
 from torch import Tensor, nn
 
-from .initialization import init_to_median
-from .ops.laplace import laplace_approximation, laplace_scale_tril
-from .model_density import UnconstrainedLogDensity, constrained_batch, latent_dtype
+from ..glue.autoguide import LatentVectorGuide
+from ..glue.density import UnconstrainedLogDensity
+from ..glue.initialization import init_to_median
+from ..ops.caller import warn
+from ..ops.laplace import laplace_approximation, laplace_scale_tril
+from ..ops.nn import mlp
 
 __all__ = ["AutoNeuralSampler", "ImplicitLatent"]
 
@@ -92,22 +93,15 @@ class _ResidualMLP(PyroModule):
 
     def __init__(self, dim: int, hidden_dims: Sequence[int], activation: type[nn.Module]) -> None:
         super().__init__()
-        sizes = [dim, *hidden_dims, dim]
-        layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(PyroModule[nn.Linear](fan_in, fan_out))
-            if i < len(sizes) - 2:
-                layers.append(activation())
-        last = layers[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.layers = PyroModule[nn.Sequential](*layers)
+        layers = mlp([dim, *hidden_dims, dim], activation, zero_output=True)
+        to_pyro_module_(layers)  # its parameters then go through pyro.param, as SVI needs
+        self.layers = layers
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
 
 
-class AutoNeuralSampler(AutoContinuous):
+class AutoNeuralSampler(LatentVectorGuide):
     """Implicit autoguide for amortized Stein variational gradient descent.
 
     Draws are ``z = m + L (a + B (xi + r(xi)))`` with ``xi ~ N(0, I)``, mapped to every
@@ -180,21 +174,12 @@ class AutoNeuralSampler(AutoContinuous):
         super().__init__(model, init_loc_fn=init_loc_fn)
 
     # ------------------------------------------------------------------ set-up
-    def _setup_prototype(self, *args, **kwargs) -> None:
-        try:
-            # Validation off: a model that is NaN at the initial values should reach the
-            # feasibility check below, which names the sites, rather than raise unnamed.
-            with pyro.validation_enabled(False):
-                super()._setup_prototype(*args, **kwargs)
-        except (NotImplementedError, ValueError) as error:
-            self._raise_for_discrete_sites(error)
-            raise
-        self._refuse_subsampled_local_latents()
-        values = [site["value"] for _, site in self.prototype_trace.iter_stochastic_nodes()]
+    def setup_sampler(self, args: tuple, kwargs: dict) -> None:
+        """Start the sampler: a feasible point, the Laplace preconditioner, the network."""
         # A float64 model trains in float64, flat (ImproperUniform) sites included.
-        self._dtype = latent_dtype(self.prototype_trace, args, kwargs)
-        self._device = values[0].device
-        density = UnconstrainedLogDensity(self.model, self, frozen_subsample=True)
+        self._dtype = self.layout.dtype
+        self._device = self.layout.device
+        density = UnconstrainedLogDensity(self.model, self.layout, frozen_subsample=True)
         with poutine.block():  # initialisation runs the model; none of it is a step
             start = self._feasible_start(density, args, kwargs)
             loc, scale_tril = self._initial_preconditioner(density, start, args, kwargs)
@@ -205,32 +190,8 @@ class AutoNeuralSampler(AutoContinuous):
         self.register_buffer("precond_scale_tril", scale_tril)
         self._build_network()
 
-    def _raise_for_discrete_sites(self, error: Exception) -> None:
-        if self.prototype_trace is None:
-            return
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
-            if site["fn"].support.is_discrete:
-                raise ValueError(
-                    f"Latent site {name!r} is discrete ({type(site['fn']).__name__}). "
-                    "AutoNeuralSampler and AmortizedSVGD handle continuous latents only, and "
-                    "enumeration of discrete latents is not supported yet: marginalize the "
-                    "site out in the model by hand (e.g. a mixture distribution)."
-                ) from error
-
-    def _refuse_subsampled_local_latents(self) -> None:
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
-            for frame in site["cond_indep_stack"]:
-                if frame.full_size is not None and frame.full_size != frame.size:
-                    raise NotImplementedError(
-                        f"Latent site {name!r} lies inside the subsampled plate "
-                        f"{frame.name!r} (size {frame.full_size}, subsample_size {frame.size}). "
-                        "Subsampled data plates are supported for global latents, but "
-                        "per-datapoint latents inside a subsampled plate are not supported "
-                        "yet: drop subsample_size from that plate."
-                    )
-
     def _feasible_start(self, density: UnconstrainedLogDensity, args: tuple, kwargs: dict) -> Tensor:
-        start = self._init_loc().detach().to(self._dtype)
+        start = self.layout.init_loc().detach().to(self._dtype)
         if density.log_prob_and_score(start.unsqueeze(0), args, kwargs)[2].all():
             return start
         culprits = density.non_finite_sites(start, args, kwargs)
@@ -243,11 +204,10 @@ class AutoNeuralSampler(AutoContinuous):
                 f"Non-finite terms at the initial value: {culprits or ['(the gradient)']}. "
                 "Check those sites' distributions and observed data, or pass init_loc_fn."
             )
-        warnings.warn(
+        warn(
             f"The log density is not finite at init_loc_fn's values (terms: {culprits}); "
             "starting from a random point in (-2, 2) of unconstrained space instead.",
             RuntimeWarning,
-            stacklevel=4,
         )
         return candidates[finite.nonzero()[0, 0]]
 
@@ -265,12 +225,11 @@ class AutoNeuralSampler(AutoContinuous):
         laplace = laplace_approximation(log_density, start)
         if laplace is None:
             self.init_report = {"preconditioner": "isotropic", "scale": 0.1, "mode_found": False}
-            warnings.warn(
+            warn(
                 "No mode of the log density was found from the initial point (the density "
                 "may grow without bound, as in a funnel); the sampler starts there with "
                 "scale 0.1 and adapts its scale during training.",
                 RuntimeWarning,
-                stacklevel=4,
             )
             return start, 0.1 * eye
         mode, precision = laplace
@@ -332,10 +291,10 @@ class AutoNeuralSampler(AutoContinuous):
         Returns:
             ``z`` of shape ``(num_samples, D)``, or ``(z, w)`` with ``return_whitened``.
         """
-        if self.prototype_trace is None:
+        if not self.is_set_up:
             raise RuntimeError("the guide is not set up yet: call it (or train it) first")
         noise = torch.randn(num_samples, self.latent_dim, dtype=self._dtype, device=self._device)
-        with self._pyro_context:
+        with self.parameters_in_pyro():
             whitened = self._whitened(noise)
         latent = self._unwhiten(whitened)
         return (latent, whitened) if return_whitened else latent
@@ -386,7 +345,7 @@ class AutoNeuralSampler(AutoContinuous):
             ``{site: tensor of shape (num_samples, *site_shape)}``, the site shape being the
             one the model uses (no plate padding).
         """
-        return constrained_batch(self, self.sample_latent_batch(num_samples))
+        return self.layout.unpack(self.sample_latent_batch(num_samples))
 
     @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float] | Tensor, *args, **kwargs) -> dict[str, Tensor]:
@@ -404,7 +363,7 @@ class AutoNeuralSampler(AutoContinuous):
         if q.dim() != 1 or ((q < 0) | (q > 1)).any():
             raise ValueError(f"quantiles must be a list of numbers in [0, 1], got {quantiles!r}")
         latent = self.sample_latent_batch(self.num_summary_samples)
-        return constrained_batch(self, torch.quantile(latent, q, dim=0))
+        return self.layout.unpack(torch.quantile(latent, q, dim=0))
 
     @torch.no_grad()
     def median(self, *args, **kwargs) -> dict[str, Tensor]:

@@ -1,0 +1,12 @@
+"""Layer 5, judging draws: against the model (`ksd()`), against reference draws
+(`compare_draws()`), and the ArviZ adapter (`to_inference_data()`, `from_mcmc()`).
+
+It works on any draws, any guide and on a protocol of a fit
+([`Fit`][pyro_stein.diagnostics.inference_data.Fit]), so it never imports `pyro_stein.fitting`.
+"""
+
+from .comparison import DrawComparison, compare_draws
+from .inference_data import Fit, from_mcmc, to_inference_data
+from .ksd import ksd, ksd_of_latents
+
+__all__ = ["DrawComparison", "Fit", "compare_draws", "from_mcmc", "ksd", "ksd_of_latents", "to_inference_data"]

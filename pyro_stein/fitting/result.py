@@ -1,0 +1,73 @@
+"""What `fit()` returns: [`FitResult`][pyro_stein.FitResult]."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro.optim
+import torch
+from pyro.infer import Predictive
+
+from ..diagnostics.inference_data import to_inference_data
+from ..guides.neural_sampler import AutoNeuralSampler
+
+__all__ = ["FitResult"]
+
+
+@dataclass
+class FitResult:
+    """What `fit()` returns.
+
+    Attributes:
+        model: the model.
+        guide: the trained guide.
+        engine: the inference engine (its ``diagnostics`` hold the last step's figures).
+        optim: the Pyro optimizer, with its state.
+        args, kwargs: the model arguments used for training.
+        history: per-step monitored values, ``{name: [value at step 1, 2, ...]}``; for
+            Amortized SVGD ``squared_ksd``, ``stein_force``, ``bandwidth`` and
+            ``invalid_fraction``; for CTF distillation ``distance``, ``acceptance``,
+            ``moved``, ``step_size`` and ``invalid_fraction``.
+        num_steps: steps completed.
+        seconds: wall-clock training time (this call only).
+        ksd: the kernelized Stein discrepancy of ``KSD_DRAWS`` draws of the returned
+            sampler (see [`pyro_stein.ksd()`][pyro_stein.ksd]); near zero when the sampler matches the
+            posterior, ``None`` if not computed.
+    """
+
+    model: Callable
+    guide: AutoNeuralSampler
+    engine: Any
+    optim: pyro.optim.PyroOptim
+    args: tuple
+    kwargs: dict
+    history: dict[str, list[float]] = field(default_factory=dict)
+    num_steps: int = 0
+    seconds: float = 0.0
+    ksd: float | None = None
+
+    def sample(self, num_samples: int) -> dict[str, torch.Tensor]:
+        """``{site: tensor(num_samples, *site_shape)}`` of constrained latent draws."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be positive, got {num_samples!r}")
+        return self.guide.sample_posterior(num_samples)
+
+    def to_arviz(self, num_samples: int = 4000, **kwargs: Any) -> Any:
+        """[`pyro_stein.to_inference_data()`][pyro_stein.to_inference_data] of this fit on its training data: posterior,
+        posterior predictive, log-likelihood, observed data and sample stats, one chain of
+        independent draws.
+
+        Example:
+            >>> import arviz as az                                   # doctest: +SKIP
+            >>> az.summary(result.to_arviz())                        # doctest: +SKIP
+        """
+        return to_inference_data(self, num_samples=num_samples, **kwargs)
+
+    def predictive(self, num_samples: int, *, parallel: bool = True, return_sites=()) -> dict[str, torch.Tensor]:
+        """Posterior predictive draws: ``pyro.infer.Predictive`` on the training arguments."""
+        predictive = Predictive(
+            self.model, guide=self.guide, num_samples=num_samples, parallel=parallel, return_sites=return_sites
+        )
+        return predictive(*self.args, **self.kwargs)

@@ -1,0 +1,110 @@
+"""The package's guides on Pyro's autoguide machinery: the one place that overrides its
+hooks and reads its private state.
+
+[`LatentVectorGuide`][pyro_stein.glue.autoguide.LatentVectorGuide] is an `AutoContinuous`
+(so ``Predictive``, ``poutine`` handlers and ``SVI`` treat it as they treat Pyro's own
+autoguides) that sets itself up once, with the checks our engines need, exposes its
+[`LatentLayout`][pyro_stein.glue.layout.LatentLayout] and lets a subclass read its
+parameters through ``pyro.param`` (`parameters_in_pyro()`).  A subclass implements
+`setup_sampler()` and ``get_posterior()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+from pyro.infer.autoguide import AutoContinuous
+from torch import Tensor
+
+from .layout import PARTICLE_PLATE, LatentLayout
+
+__all__ = ["LatentVectorGuide", "autoguide_latent_batch", "latent_site_name"]
+
+
+class LatentVectorGuide(AutoContinuous):
+    """An `AutoContinuous` guide that draws one unconstrained latent vector per draw.
+
+    On its first call (or `setup()`) the model is traced at ``init_loc_fn``'s values with
+    Pyro's validation off (so that a model that is NaN there reaches the checks that name
+    its sites), discrete latent sites and latents inside subsampled plates are refused
+    with a message naming the site, `layout` is built, and `setup_sampler()` runs.
+    """
+
+    layout: LatentLayout
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        """Set the guide up for the model arguments (once; hidden from outer handlers)."""
+        if self.prototype_trace is None:
+            with poutine.block():
+                self._setup_prototype(*args, **kwargs)
+
+    @property
+    def is_set_up(self) -> bool:
+        return self.prototype_trace is not None
+
+    def setup_sampler(self, args: tuple, kwargs: dict) -> None:
+        """Build the sampler once the layout is known (subclasses)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def parameters_in_pyro(self) -> Iterator[None]:
+        """Within this context the guide's parameters are read through ``pyro.param``,
+        as in its ``forward``, so that ``SVI`` (and any ``poutine.trace(param_only=True)``)
+        sees and trains them."""
+        with self._pyro_context:
+            yield
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            with pyro.validation_enabled(False):
+                super()._setup_prototype(*args, **kwargs)
+        except (NotImplementedError, ValueError) as error:
+            self._raise_for_discrete_sites(error)
+            raise
+        self._refuse_subsampled_local_latents()
+        self.layout = LatentLayout.from_trace(self.prototype_trace, args, kwargs)
+        self.setup_sampler(args, kwargs)
+
+    def _raise_for_discrete_sites(self, error: Exception) -> None:
+        if self.prototype_trace is None:
+            return
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            if site["fn"].support.is_discrete:
+                raise ValueError(
+                    f"Latent site {name!r} is discrete ({type(site['fn']).__name__}). "
+                    f"{type(self).__name__} and the particle engines handle continuous latents only, and "
+                    "enumeration of discrete latents is not supported yet: marginalize the "
+                    "site out in the model by hand (e.g. a mixture distribution)."
+                ) from error
+
+    def _refuse_subsampled_local_latents(self) -> None:
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            for frame in site["cond_indep_stack"]:
+                if frame.full_size is not None and frame.full_size != frame.size:
+                    raise NotImplementedError(
+                        f"Latent site {name!r} lies inside the subsampled plate "
+                        f"{frame.name!r} (size {frame.full_size}, subsample_size {frame.size}). "
+                        "Subsampled data plates are supported for global latents, but "
+                        "per-datapoint latents inside a subsampled plate are not supported "
+                        "yet: drop subsample_size from that plate."
+                    )
+
+
+def latent_site_name(guide: AutoContinuous) -> str:
+    """The name of the auxiliary site under which an `AutoContinuous` guide samples its
+    latent vector."""
+    return f"_{guide._pyro_name}_latent"
+
+
+def autoguide_latent_batch(
+    guide: AutoContinuous, num: int, max_plate_nesting: int, args: tuple, kwargs: dict
+) -> Tensor:
+    """``num`` latent vectors ``(num, D)`` of any `AutoContinuous` guide, from one guide
+    run inside an outer plate (differentiable when the guide reparameterizes)."""
+    with pyro.plate(PARTICLE_PLATE, num, dim=-(max_plate_nesting + 1)):
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    return guide_trace.nodes[latent_site_name(guide)]["value"].reshape(num, guide.latent_dim)

@@ -1,0 +1,351 @@
+"""A Pyro model's log joint in unconstrained space, for a whole batch of latent vectors.
+
+The latent vector layout is a [`LatentLayout`][pyro_stein.glue.layout.LatentLayout] (that of Pyro's
+`AutoContinuous` guides).  For a batch
+``z`` of shape ``(N, D)`` the density is
+
+    log p(T(z_i)) + log |det dT/dz (z_i)|,    i = 1..N,
+
+computed for the whole batch at once.  Three ways of batching, tried in this order on the
+first call and each checked against a per-particle evaluation
+([`pyro_stein.glue.batching`][pyro_stein.glue.batching]):
+
+``"plate"``
+    the model runs once inside an outer "particle" plate, placed left of all the model's
+    own batch dimensions: Pyro's own vectorization, for models whose tensors broadcast
+    over a leading batch dimension;
+``"vmap"``
+    ``torch.func.vmap`` over a one-particle evaluation, for models written for a single
+    draw (say ``X @ beta``); as fast, and no code changes;
+``"loop"``
+    one model run per particle, with a warning: correct for any model, but slow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import scale_and_mask, sum_rightmost
+from pyro.infer.autoguide import AutoContinuous
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor
+from torch.distributions import biject_to
+
+from .autoguide import LatentVectorGuide
+from .batching import BATCHING, choose_batching
+from .layout import PARTICLE_PLATE, LatentLayout, check_model_args, feasible_trace, max_plate_nesting
+
+__all__ = ["BATCHING", "GuideModelMismatch", "UnconstrainedLogDensity", "layout_of"]
+
+
+class GuideModelMismatch(ValueError):
+    """The guide's latent sites do not match the model's."""
+
+
+def layout_of(layout_or_guide: LatentLayout | AutoContinuous) -> LatentLayout:
+    """The [`LatentLayout`][pyro_stein.glue.layout.LatentLayout] itself, or that of a set-up
+    `AutoContinuous` guide (read from its prototype trace)."""
+    if isinstance(layout_or_guide, LatentLayout):
+        return layout_or_guide
+    if isinstance(layout_or_guide, LatentVectorGuide) and layout_or_guide.is_set_up:
+        return layout_or_guide.layout
+    if isinstance(layout_or_guide, AutoContinuous):
+        if layout_or_guide.prototype_trace is None:
+            raise ValueError("set up the guide (call it once) before building its log density")
+        return LatentLayout.from_trace(layout_or_guide.prototype_trace)
+    raise TypeError(
+        f"expected a LatentLayout or an AutoContinuous guide, got {type(layout_or_guide).__name__}"
+    )
+
+
+def _observed_sites_are_tensors(trace: poutine.Trace) -> None:
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site):
+            if not isinstance(site["value"], torch.Tensor):
+                raise TypeError(
+                    f"Observed site {name!r} got obs of type {type(site['value']).__name__}; "
+                    "Pyro needs a torch.Tensor there (torch.as_tensor(...))."
+                )
+
+
+def _sum_per_particle(value: Tensor | float, num_particles: int, batch_rank: int, like: Tensor) -> Tensor:
+    """Sum a log-density term over every batch dim but the particle dim.
+
+    ``value`` has the particle dim at ``-batch_rank`` when it reaches that far; a term
+    without it is shared by all particles.
+    """
+    if not isinstance(value, torch.Tensor):
+        return like.new_full((num_particles,), float(value))
+    if value.dim() > batch_rank:
+        raise ValueError(f"log-density term of shape {tuple(value.shape)} has more than {batch_rank} batch dims")
+    if value.dim() < batch_rank:
+        return value.sum().expand(num_particles)
+    per_particle = value.reshape(value.shape[0], -1).sum(-1)
+    return per_particle.expand(num_particles)
+
+
+class UnconstrainedLogDensity:
+    """Batched log joint of ``model`` on an unconstrained latent layout.
+
+    Args:
+        model: the Pyro model.
+        layout: a [`LatentLayout`][pyro_stein.glue.layout.LatentLayout], or a set-up
+            autoguide whose layout to use (its prototype trace defines it).
+        batching: ``"auto"`` (default) picks the first of ``"plate"``, ``"vmap"`` that
+            agrees with a per-particle evaluation on the first call, else ``"loop"`` with
+            a warning; or name one to use it unchecked.
+        frozen_subsample: evaluate every subsampled plate on one fixed subsample (drawn
+            on the first call) instead of a fresh one per call: a deterministic objective
+            for optimisation, with the same scaling.
+
+    Call it as ``density(z, args, kwargs)`` with ``z`` of shape ``(N, D)``; it returns
+    ``(N,)``.  Evaluation runs with distribution validation off, so a particle where the
+    model produces NaN or infinite values (or rounds onto the edge of a support) gets a
+    non-finite log density instead of raising; the caller decides what to do with it, and
+    `non_finite_sites()` names the sites responsible.
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro_stein.glue.layout import LatentLayout
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with pyro.plate("data", len(y)):
+        ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> y = torch.zeros(3)
+        >>> density = UnconstrainedLogDensity(model, LatentLayout(model, y))
+        >>> log_p = density(torch.zeros(5, 1), (y,), {})
+        >>> log_p.shape, density.batching
+        (torch.Size([5]), 'plate')
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        layout: LatentLayout | Any,
+        *,
+        batching: str = "auto",
+        frozen_subsample: bool = False,
+    ) -> None:
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+        self.model = model
+        self.layout = layout_of(layout)
+        self.batching = batching
+        self.frozen_subsample = frozen_subsample
+        self._subsample: dict[str, Tensor] | None = None
+        self.max_plate_nesting: int | None = None
+        self.has_model_params = False
+        #: Whether some plate evaluates a minibatch (``subsample_size`` below its size).
+        self.subsampled = False
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, args: tuple, kwargs: dict) -> None:
+        """Check the model against the guide and choose how to batch its evaluation.
+
+        Called automatically on first use; safe to call again (it does nothing then).
+
+        Raises:
+            GuideModelMismatch: a latent site is in one of model and guide but not the
+                other, or has a different shape or support.
+            TypeError: non-tensor data (see `check_model_args()`).
+        """
+        if self.max_plate_nesting is not None:
+            return
+        check_model_args(args, kwargs)
+        # The model runs on its own (feasible, shape-derived) values, so that a guide built
+        # for another model shows up as different latent-site sets or shapes.
+        model_trace = feasible_trace(self.model, args, kwargs)
+        _observed_sites_are_tensors(model_trace)
+        self._check_sites(model_trace)
+        self.has_model_params = any(s["type"] == "param" for s in model_trace.nodes.values())
+        subsample = {
+            name: site["value"]
+            for name, site in model_trace.nodes.items()
+            if site["type"] == "sample" and site_is_subsample(site)
+        }
+        self.max_plate_nesting = max_plate_nesting(model_trace)
+        self.subsampled = any(
+            frame.full_size is not None and frame.full_size != frame.size
+            for site in model_trace.nodes.values()
+            if site["type"] == "sample"
+            for frame in site["cond_indep_stack"]
+        )
+        if self.batching == "auto":
+            # Every evaluation in the comparison must see the same minibatch.
+            self._subsample = subsample
+            try:
+                self.batching = self._choose_batching(args, kwargs)
+            finally:
+                self._subsample = None
+        if self.frozen_subsample:
+            self._subsample = subsample
+
+    def _check_sites(self, model_trace: poutine.Trace) -> None:
+        guide_sites = {site["name"]: site for site in self.layout.sites}
+        model_latents = {
+            name: site
+            for name, site in model_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+        }
+        missing = [n for n in model_latents if n not in guide_sites]
+        extra = [n for n in guide_sites if n not in model_latents]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"model latent sites not in the guide: {missing}")
+            if extra:
+                parts.append(f"guide sites not in the model: {extra}")
+            raise GuideModelMismatch(
+                "The guide was built for another model (" + "; ".join(parts) + "). "
+                "Build the guide from this model: AutoNeuralSampler(model)."
+            )
+        for name, gsite in guide_sites.items():
+            msite = model_latents[name]
+            g_fn, m_fn = gsite["fn"], msite["fn"]
+            same_shape = (g_fn.batch_shape, g_fn.event_shape) == (m_fn.batch_shape, m_fn.event_shape)
+            same_support = type(g_fn.support) is type(m_fn.support) and (
+                g_fn.support.event_dim == m_fn.support.event_dim
+            )
+            if not (same_shape and same_support):
+                raise GuideModelMismatch(
+                    f"Site {name!r} differs between guide and model: guide has "
+                    f"batch_shape={tuple(g_fn.batch_shape)}, event_shape={tuple(g_fn.event_shape)}, "
+                    f"support={g_fn.support}; model has batch_shape={tuple(m_fn.batch_shape)}, "
+                    f"event_shape={tuple(m_fn.event_shape)}, support={m_fn.support}. "
+                    "The guide was built for another model (or other data shapes)."
+                )
+
+    def _choose_batching(self, args: tuple, kwargs: dict) -> str:
+        start = self.layout.init_loc().detach()
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        jitter = torch.randn((3,) + start.shape, generator=generator).to(start)
+        probe = start + 0.1 * jitter
+        candidates = {"plate": self._plated, "vmap": self._vmapped}
+
+        def run(batching: str, latent: Tensor) -> Tensor:
+            with pyro.validation_enabled(False):
+                return (candidates.get(batching) or self._looped)(latent, args, kwargs)
+
+        return choose_batching(
+            lambda batching: run(batching, probe),
+            what="the log density over a batch of particles",
+            advice="A model whose tensors broadcast over a leading batch dimension, and that has no "
+            "Python control flow on latent values, runs batched.",
+        )
+
+    # ----------------------------------------------------------- evaluation
+    def __call__(self, latent: Tensor, args: tuple = (), kwargs: dict | None = None) -> Tensor:
+        """Log joint plus log-Jacobian at each row of ``latent`` (``(N, D) -> (N,)``)."""
+        kwargs = {} if kwargs is None else kwargs
+        if latent.dim() != 2 or latent.shape[-1] != self.layout.latent_dim:
+            raise ValueError(
+                f"latent must have shape (N, {self.layout.latent_dim}), got {tuple(latent.shape)}"
+            )
+        self.setup(args, kwargs)
+        evaluate = {"plate": self._plated, "vmap": self._vmapped, "loop": self._looped}[self.batching]
+        with pyro.validation_enabled(False):
+            return evaluate(latent, args, kwargs)
+
+    def log_prob_and_score(
+        self, latent: Tensor, args: tuple = (), kwargs: dict | None = None, *, retain_graph: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Log density, its gradient (the score) and validity at each row of ``latent``.
+
+        Args:
+            latent: ``(N, D)``.
+            retain_graph: keep the log density's graph, e.g. to back-propagate it into the
+                model's parameters afterwards.
+
+        Returns:
+            ``(log_p, score, valid)`` of shapes ``(N,)``, ``(N, D)``, ``(N,)``: ``valid`` marks
+            the rows where both the log density and the score are finite; the score of the
+            other rows is not meaningful.
+        """
+        with torch.enable_grad():
+            z = latent.detach().requires_grad_(True)
+            log_p = self(z, args, kwargs)
+            valid = torch.isfinite(log_p)
+            (score,) = torch.autograd.grad(log_p[valid].sum(), z, retain_graph=retain_graph, allow_unused=True)
+        if score is None:  # no latent enters the log density
+            score = torch.zeros_like(z)
+        return log_p, score, valid & torch.isfinite(score).all(-1)
+
+    def _model(self) -> Callable[..., Any]:
+        if self._subsample:
+            return poutine.condition(self.model, data=self._subsample)
+        return self.model
+
+    def _constrain(self, latent: Tensor) -> tuple[dict[str, Tensor], list[tuple[str, Tensor]]]:
+        """Unpack a latent batch into constrained site values and log-Jacobian terms."""
+        values: dict[str, Tensor] = {}
+        log_jacobians: list[tuple[str, Tensor]] = []
+        for site, unconstrained in self.layout.unpack_unconstrained(latent):
+            transform = biject_to(site["fn"].support)
+            value = transform(unconstrained)
+            log_jac = transform.log_abs_det_jacobian(unconstrained, value)
+            log_jac = sum_rightmost(log_jac, log_jac.dim() - value.dim() + site["fn"].event_dim)
+            values[site["name"]] = value
+            log_jacobians.append((site["name"], log_jac))
+        return values, log_jacobians
+
+    def _trace(self, values: dict[str, Tensor], args: tuple, kwargs: dict) -> poutine.Trace:
+        model = poutine.condition(self._model(), data=values)
+        # Outer handlers (an SVI step's parameter capture, a user's trace) see the model's
+        # parameters, so they can be trained, but none of these internal sample sites.
+        with poutine.block(hide_types=["sample"]):
+            return poutine.trace(model).get_trace(*args, **kwargs)
+
+    @staticmethod
+    def _site_terms(trace: poutine.Trace) -> Iterable[tuple[str, Tensor]]:
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            log_prob = site["fn"].log_prob(site["value"])
+            yield name, scale_and_mask(log_prob, site["scale"], site["mask"])
+
+    def _plated(self, latent: Tensor, args: tuple, kwargs: dict) -> Tensor:
+        num, dim = latent.shape
+        rank = self.max_plate_nesting + 1
+        values, log_jacobians = self._constrain(latent.reshape((num,) + (1,) * (rank - 1) + (dim,)))
+        with pyro.plate(PARTICLE_PLATE, num, dim=-rank):
+            trace = self._trace(values, args, kwargs)
+        total = latent.new_zeros(num)
+        for _, term in log_jacobians:
+            total = total + _sum_per_particle(term, num, rank, latent)
+        for _, term in self._site_terms(trace):
+            total = total + _sum_per_particle(term, num, rank, latent)
+        return total
+
+    def _vmapped(self, latent: Tensor, args: tuple, kwargs: dict) -> Tensor:
+        # randomness="same": a subsampled plate draws one minibatch for all particles.
+        return torch.func.vmap(lambda z: self._single(z, args, kwargs), randomness="same")(latent)
+
+    def _looped(self, latent: Tensor, args: tuple, kwargs: dict) -> Tensor:
+        return torch.stack([self._single(z, args, kwargs) for z in latent])
+
+    def _single(self, z: Tensor, args: tuple, kwargs: dict) -> Tensor:
+        return torch.stack(list(self.site_terms(z, args, kwargs).values())).sum()
+
+    def site_terms(self, z: Tensor, args: tuple = (), kwargs: dict | None = None) -> dict[str, Tensor]:
+        """Each site's contribution to the log density at one latent vector ``z`` (``(D,)``).
+
+        Keys are site names for log probabilities and ``"log|det J| of <site>"`` for the
+        change of variables.  Used to name the culprit when the density is not finite.
+        """
+        kwargs = {} if kwargs is None else kwargs
+        with pyro.validation_enabled(False):
+            values, log_jacobians = self._constrain(z)
+            trace = self._trace(values, args, kwargs)
+            terms = {f"log|det J| of {name}": term.sum() for name, term in log_jacobians}
+            terms.update({name: term.sum() for name, term in self._site_terms(trace)})
+        return terms
+
+    def non_finite_sites(self, z: Tensor, args: tuple = (), kwargs: dict | None = None) -> list[str]:
+        """Names of the terms (see `site_terms()`) that are NaN or infinite at ``z``."""
+        with torch.no_grad():
+            terms = self.site_terms(z, args, kwargs)
+        return [name for name, value in terms.items() if not torch.isfinite(value)]

@@ -1,0 +1,57 @@
+"""What a sampler guide offers, as protocols: the engines, `fit` and the diagnostics ask
+for these capabilities by type, not by probing attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+from ..glue.layout import LatentLayout
+
+__all__ = ["LatentSampler", "ParticleSampler", "PreconditionedSampler"]
+
+
+@runtime_checkable
+class LatentSampler(Protocol):
+    """Draws batches of unconstrained latent vectors laid out as `layout`."""
+
+    latent_dim: int
+    layout: LatentLayout
+
+    def sample_latent_batch(self, num_samples: int) -> Tensor:
+        """``(num_samples, D)`` draws, without gradients."""
+        ...
+
+
+@runtime_checkable
+class ParticleSampler(LatentSampler, Protocol):
+    """A `LatentSampler` whose draws are differentiable in its parameters: what the
+    particle engines train.  ``batching`` says how the model was found to evaluate a
+    batch of particles (``"plate"``, ``"vmap"`` or ``"loop"``), so the engines need not
+    probe it again."""
+
+    batching: str
+
+    def setup(self, *args, **kwargs) -> None:
+        """Set up for the model arguments (once)."""
+        ...
+
+    def rsample_latent_batch(
+        self, num_samples: int, *, return_whitened: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """``(num_samples, D)`` reparameterized draws (and their whitened coordinates)."""
+        ...
+
+
+@runtime_checkable
+class PreconditionedSampler(ParticleSampler, Protocol):
+    """A `ParticleSampler` with a preconditioner ``(m, L)``: its whitened coordinates are
+    ``L^{-1}(z - m)``, in which the engines work, and `recenter()` moves ``(m, L)`` to
+    the sampler's own mean and covariance without changing its draws."""
+
+    @property
+    def preconditioner(self) -> tuple[Tensor, Tensor]: ...
+
+    def recenter(self, num_samples: int | None = None) -> None: ...
