@@ -32,7 +32,7 @@ import torch
 
 import pyro_stein
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler, CTFDistillation, RBFKernel
-from pyro_stein.asvgd import DEFAULT_BANDWIDTH_FACTOR
+from pyro_stein.engines.asvgd import DEFAULT_BANDWIDTH_FACTOR
 
 NUM_DRAWS = 20000
 ROOT = Path(__file__).resolve().parents[1]

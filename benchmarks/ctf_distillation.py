@@ -31,12 +31,11 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from posteriordb import step_cost  # the same alternating timer as the posteriordb column
 from pyro.infer import SVI
 
 import pyro_stein
 from pyro_stein import AutoNeuralSampler, CTFDistillation
-
-from posteriordb import step_cost  # the same alternating timer as the posteriordb column
 
 MEAN = torch.tensor([1.0, -1.0])
 COV = torch.tensor([[1.0, 0.8], [0.8, 1.0]]) * torch.tensor([[1.0], [2.0]]) * torch.tensor([[1.0, 2.0]])

@@ -14,7 +14,7 @@ from ``rho_0 = N(m0, s0^2)``, and the discretized chain is Gaussian (an AR(1) pr
 The test function is ``psi(z) = cos(z)``: 1-Lipschitz, and unlike ``psi(z) = z`` it sees
 the discretization's O(h) error in the variance (the chain's mean has none here).  Its
 MSE is exact (pairwise Gaussian moments, for every (h, K) of a grid, K up to 3000) and is
-checked by Monte Carlo with :func:`pyro_stein.langevin.langevin_flow` itself
+checked by Monte Carlo with :func:`pyro_stein.ops.langevin.langevin_flow` itself
 (unadjusted, 20000 chains).  The rate's three constants are fitted by non-negative least
 squares on the relative error over the grid; ``C = 1/(2 sigma^2)`` is the flow's
 contraction rate.  Remark 3's consequence, the MSE at the best h falling as ``K^(-2/3)``,
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
-from pyro_stein.langevin import langevin_flow
+from pyro_stein.ops.langevin import langevin_flow
 
 SIGMA, M0, S0 = 1.0, 3.0, 0.5
 FIT_FROM_TIME = 10.0

@@ -1,6 +1,6 @@
 """pyro_stein against its peers on posteriordb posteriors with gold-standard reference draws.
 
-For every posterior (a faithful Pyro port of its Stan model, :mod:`pyro_stein.posteriordb`)
+For every posterior (a faithful Pyro port of its Stan model, ``benchmarks/posteriordb_ports.py``)
 and every method, 4000 draws are compared with the reference draws (rstan NUTS, 10000
 draws): per-parameter standardized mean error ``|mean - ref mean| / ref sd``, sd ratio
 ``sd / ref sd``, correlation error over the pairs with ``|ref corr| > 0.5``, wall time,
@@ -64,15 +64,16 @@ import numpy as np
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import MCMC, NUTS, SVI, SVGD, RBFSteinKernel, Trace_ELBO
+from posteriordb_ports import Posterior, PosteriorDatabase
+from pyro.infer import MCMC, NUTS, SVGD, SVI, RBFSteinKernel, Trace_ELBO
 from pyro.infer.autoguide import AutoContinuous, AutoMultivariateNormal, AutoNormal
 from pyro.infer.svgd import _SVGDGuide
 
 import pyro_stein
 from pyro_stein.diagnostics import compare_draws
-from pyro_stein.initialization import laplace_approximation, laplace_scale_tril
-from pyro_stein.model_density import LatentLayout, UnconstrainedLogDensity
-from pyro_stein.posteriordb import Posterior, PosteriorDatabase
+from pyro_stein.glue.density import UnconstrainedLogDensity
+from pyro_stein.glue.layout import LatentLayout
+from pyro_stein.ops.laplace import laplace_approximation, laplace_scale_tril
 
 NUM_DRAWS = 4000
 METHODS = ("pyro_stein", "pyro_stein_ctf", "pyro_svgd", "autonormal", "automvn", "nuts")

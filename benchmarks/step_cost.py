@@ -32,8 +32,8 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from torch import nn
 
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler
-from pyro_stein.kernels import RBFKernel
-from pyro_stein.stein import kernel_gram, stein_direction
+from pyro_stein.ops.kernels import RBFKernel
+from pyro_stein.ops.stein import kernel_gram, stein_direction
 
 
 # ----------------------------------------------------------------------------- models
@@ -237,7 +237,7 @@ def main() -> None:
     }
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, {torch.get_num_threads()} threads, "
           f"N={opts.particles} particles, {opts.steps} timed steps\n")
-    print(f"| model | method | ms/step | ratio to its floor |\n|---|---|---:|---:|")
+    print("| model | method | ms/step | ratio to its floor |\n|---|---|---:|---:|")
     for key in opts.models.split(","):
         for model_name, method, ms, ratio in bench(specs[key](), opts.particles, opts.steps):
             ratio_s = "" if ratio is None else f"{ratio:.2f}x"

@@ -168,7 +168,7 @@ ref_neck = float((ref[:, 1] < 1).mean())
 print(f"{'fit':<30}{'mean err':>9}{'sd ratios':>16}{'tau sd':>8}{'P(tau<1)':>10}{'ksd':>7}")
 print(f"{'NUTS, non-centered':<30}{'':>9}{'':>16}{'':>8}{ref_neck:10.3f}{reference.sample_stats.attrs['ksd']:7.3f}")
 rows = {}
-for label, (result, idata) in fits.items():
+for label, (_, idata) in fits.items():
     ours = stacked(idata)
     comparison = pyro_stein.compare_draws(ours, ref, names=names)
     low, high = comparison.sd_ratio_range

@@ -29,6 +29,7 @@ from pyro.infer.autoguide import AutoContinuous
 from torch import Tensor
 
 from .._version import __version__
+from ..glue.autoguide import is_set_up
 from ..glue.density import UnconstrainedLogDensity, layout_of
 from ..glue.layout import LatentLayout, feasible_trace
 from ..glue.model_outputs import BATCH_SIZE, ModelRunner, SubsamplePlan, mcmc_inputs, plate_dims
@@ -124,10 +125,19 @@ def to_inference_data(
         KeyError: the draws miss a latent site of the model.
 
     Example:
-        >>> import arviz as az                                          # doctest: +SKIP
-        >>> result = pyro_stein.fit(model, x, y)                        # doctest: +SKIP
-        >>> idata = pyro_stein.to_inference_data(result)                # doctest: +SKIP
-        >>> az.summary(idata); az.loo(idata)                            # doctest: +SKIP
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> import arviz as az
+        >>> import pyro_stein
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", len(y)):
+        ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> result = pyro_stein.fit(model, torch.randn(30), num_steps=100, progress=False)
+        >>> idata = pyro_stein.to_inference_data(result, num_samples=1000)
+        >>> sorted(idata.groups())
+        ['log_likelihood', 'observed_data', 'posterior', 'posterior_predictive', 'sample_stats']
+        >>> bool(az.loo(idata).elpd_loo < 0)
+        True
     """
     engine_attrs: dict[str, Any] = {}
     if isinstance(source, Fit):
@@ -184,10 +194,18 @@ def from_mcmc(
         ``arviz.InferenceData``.
 
     Example:
-        >>> mcmc = MCMC(NUTS(model), num_samples=1000, warmup_steps=1000)   # doctest: +SKIP
-        >>> mcmc.run(x, y)                                                  # doctest: +SKIP
-        >>> nuts = pyro_stein.from_mcmc(mcmc)                               # doctest: +SKIP
-        >>> az.compare({"nuts": nuts, "asvgd": pyro_stein.to_inference_data(result)})  # doctest: +SKIP
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro.infer import MCMC, NUTS
+        >>> import pyro_stein
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", len(y)):
+        ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> mcmc = MCMC(NUTS(model), num_samples=100, warmup_steps=100, disable_progbar=True)
+        >>> mcmc.run(torch.randn(30))
+        >>> nuts = pyro_stein.from_mcmc(mcmc)
+        >>> nuts.posterior["mu"].shape, "diverging" in nuts.sample_stats
+        ((1, 100), True)
     """
     if not isinstance(mcmc, MCMC):
         raise TypeError(f"from_mcmc needs a pyro.infer.MCMC run, got {type(mcmc).__name__}")
@@ -222,7 +240,7 @@ def _guide_draws(
 ) -> dict[str, Tensor]:
     """``{latent site: (num, *site_shape)}`` from a trained guide."""
     if isinstance(guide, AutoContinuous):
-        if guide.prototype_trace is None:
+        if not is_set_up(guide):
             raise ValueError("the guide has not been trained (its prototype trace is not set up); fit it first")
         with torch.no_grad(), poutine.block():
             if isinstance(guide, LatentSampler):
@@ -314,14 +332,11 @@ def _assemble(
     trace = traces[0]
     outputs = {}
     for key in chunk_outputs[0]:
-        site = trace.nodes[key.split("/", 1)[1]]
-        axis = plan.axis(site, chunk_outputs[0][key].dim() - 1)
+        axis = plan.axis(trace, key.split("/", 1)[1], chunk_outputs[0][key].dim() - 1)
         outputs[key] = plan.join([chunk[key] for chunk in chunk_outputs], axis, draws=True)
     observed_data = {}
     for name in runner.observed:
-        site = trace.nodes[name]
-        axis = plan.axis(site, site["value"].dim())
-        observed_data[name] = plan.join([t.nodes[name]["value"] for t in traces], axis, draws=False)
+        observed_data[name], axis = plan.join_observed(traces, name)
         if axis is not None:
             # lp was computed on the first minibatch, scaled up: replace that estimate of
             # this site's log-likelihood by its value on all of the data.

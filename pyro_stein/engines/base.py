@@ -30,13 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO
 from pyro.infer.autoguide import AutoContinuous
 from torch import Tensor
 
-from ..glue.autoguide import autoguide_latent_batch
+from ..glue.autoguide import autoguide_latent_batch, set_up
 from ..glue.batching import BATCHING
 from ..glue.density import UnconstrainedLogDensity
 from ..guides.protocols import ParticleSampler, PreconditionedSampler
@@ -166,9 +165,7 @@ class ParticleEngine(ELBO):
         run = self._runs.get(guide)
         if run is not None and run.model is model:
             return run
-        if guide.prototype_trace is None:
-            with poutine.block():  # one guide run sets it up (and draws, as SVI's first step would)
-                guide(*args, **kwargs)
+        set_up(guide, args, kwargs)
         batching = self.batching
         if batching == "auto" and isinstance(guide, ParticleSampler):
             batching = guide.batching  # the guide has already probed the model

@@ -60,8 +60,16 @@ class FitResult:
         independent draws.
 
         Example:
-            >>> import arviz as az                                   # doctest: +SKIP
-            >>> az.summary(result.to_arviz())                        # doctest: +SKIP
+            >>> import torch, pyro, pyro.distributions as dist
+            >>> import arviz as az
+            >>> import pyro_stein
+            >>> def model(y):
+            ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+            ...     with pyro.plate("data", len(y)):
+            ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+            >>> result = pyro_stein.fit(model, torch.randn(30), num_steps=100, progress=False)
+            >>> list(az.summary(result.to_arviz(num_samples=1000), kind="stats").index)
+            ['mu']
         """
         return to_inference_data(self, num_samples=num_samples, **kwargs)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .layout import PARTICLE_PLATE, LatentLayout
 
-__all__ = ["LatentVectorGuide", "autoguide_latent_batch", "latent_site_name"]
+__all__ = ["LatentVectorGuide", "autoguide_latent_batch", "is_set_up", "latent_site_name", "set_up"]
 
 
 class LatentVectorGuide(AutoContinuous):
@@ -92,6 +92,19 @@ class LatentVectorGuide(AutoContinuous):
                         "per-datapoint latents inside a subsampled plate are not supported "
                         "yet: drop subsample_size from that plate."
                     )
+
+
+def is_set_up(guide: AutoContinuous) -> bool:
+    """Whether an autoguide has traced its model (its first call has happened)."""
+    return guide.prototype_trace is not None
+
+
+def set_up(guide: AutoContinuous, args: tuple, kwargs: dict) -> None:
+    """Set an autoguide up for the model arguments, if it is not yet: one guide run hidden
+    from outer handlers (it draws, as ``SVI``'s first step would)."""
+    if guide.prototype_trace is None:
+        with poutine.block():
+            guide(*args, **kwargs)
 
 
 def latent_site_name(guide: AutoContinuous) -> str:

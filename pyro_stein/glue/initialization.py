@@ -80,7 +80,16 @@ def init_to_value(site: dict | None = None, values: dict | None = None, *, fallb
     """Initialise sites named in ``values`` to those values, the others with ``fallback``.
 
     Example:
-        >>> guide = AutoNeuralSampler(model, init_loc_fn=init_to_value(values={"mu": torch.tensor(1.0)}))  # doctest: +SKIP
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyro_stein import AutoNeuralSampler
+        >>> def model():
+        ...     pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("sigma", dist.HalfNormal(1.0))
+        >>> start = init_to_value(values={"mu": torch.tensor(1.0)})
+        >>> guide = AutoNeuralSampler(model, init_loc_fn=start, init_scale=0.1)
+        >>> guide.setup()
+        >>> guide.layout.init_loc()[0]  # mu's start; sigma's is its prior's median
+        tensor(1.)
     """
     if site is None:
         return functools.partial(init_to_value, values=values or {}, fallback=fallback)

@@ -75,13 +75,21 @@ class SubsamplePlan:
             return [model]
         return [poutine.condition(model, data={self.plate: indices}) for indices, _ in self.chunks]
 
-    def axis(self, site: dict, rank: int) -> int | None:
-        """The subsampled plate's axis in a value of ``rank`` dims whose batch dims are the
-        site's, right-aligned as ``site``'s plates place them; ``None`` if not in the plate."""
+    def axis(self, trace: poutine.Trace, name: str, rank: int) -> int | None:
+        """The subsampled plate's axis in a value of ``rank`` dims whose batch dims are
+        those of site ``name``, right-aligned as its plates place them; ``None`` if the
+        site is not in the plate."""
+        site = trace.nodes[name]
         for frame in site["cond_indep_stack"]:
             if frame.name == self.plate and frame.dim is not None:
                 return _batch_rank(site, rank) + frame.dim
         return None
+
+    def join_observed(self, traces: Sequence[poutine.Trace], name: str) -> tuple[Tensor, int | None]:
+        """The observed values of site ``name`` over all chunks' traces, and the plate's
+        axis in them (``None``: not subsampled)."""
+        axis = self.axis(traces[0], name, traces[0].nodes[name]["value"].dim())
+        return self.join([trace.nodes[name]["value"] for trace in traces], axis, draws=False), axis
 
     def join(self, parts: list[Tensor], axis: int | None, draws: bool) -> Tensor:
         """Join one output over the chunks (``draws``: a leading draw dim is present)."""

@@ -71,7 +71,7 @@ class ImplicitLatent(dist.TorchDistribution):
         self.device = device
         super().__init__(batch_shape, torch.Size([latent_dim]), validate_args=False)
 
-    def expand(self, batch_shape, _instance=None) -> "ImplicitLatent":
+    def expand(self, batch_shape, _instance=None) -> ImplicitLatent:
         return ImplicitLatent(
             self.transform, self.event_shape[0], self.dtype, self.device, torch.Size(batch_shape)
         )
@@ -143,7 +143,9 @@ class AutoNeuralSampler(LatentVectorGuide):
         >>> svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), loss=AmortizedSVGD())
         >>> for _ in range(100):
         ...     ksd = svi.step(y)
-        >>> draws = Predictive(model, guide=guide, num_samples=1000)(y)["mu"]  # doctest: +SKIP
+        >>> draws = Predictive(model, guide=guide, num_samples=1000)(y)
+        >>> draws["y"].shape  # posterior predictive replicates of the data
+        torch.Size([1000, 20])
 
     References:
         D. Wang and Q. Liu. "Learning to Draw Samples: With Application to Amortized MLE for

@@ -13,12 +13,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models import branching_model, hard_wall_model
 from pyro.infer import SVI
 
 import pyro_stein
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler, CTFDistillation
-
-from models import branching_model, hard_wall_model
 
 NUM_DRAWS = 20000
 

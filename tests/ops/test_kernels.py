@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from pyro_stein.kernels import IMQKernel, RBFKernel, median_sq_dist
-from pyro_stein.stein import kernel_gram, pairwise_sq_dists, squared_ksd, stein_direction
+from pyro_stein.ops.kernels import IMQKernel, RBFKernel, median_sq_dist
+from pyro_stein.ops.stein import kernel_gram, pairwise_sq_dists, squared_ksd, stein_direction
 
 KERNELS = [RBFKernel(), RBFKernel(bandwidth_factor=3.0), IMQKernel(), IMQKernel(c=2.0, beta=-0.3)]
 

@@ -8,7 +8,7 @@ import torch
 
 import pyro_stein
 from pyro_stein.diagnostics import compare_draws
-from pyro_stein.model_density import LatentLayout
+from pyro_stein.glue.layout import LatentLayout
 
 # A correlated 3-D Gaussian with known moments, written as two sites (one constrained).
 LOC = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)

@@ -215,7 +215,7 @@ def test_short_steingan_run_lowers_the_classifier_frechet_distance():
     gan = SteinGAN(AutoencoderEnergy(64, code_dim=16), Generator(64))
     fixed = torch.Generator().manual_seed(1)
     before = metrics(gan.sample(1000, fixed).reshape(-1, 1, 8, 8))["classifier_frechet"]
-    for epoch in range(8):
+    for _ in range(8):
         order = torch.randperm(len(x))
         for start in range(0, len(x) - 99, 100):
             figures = gan.step(x[order[start : start + 100]])

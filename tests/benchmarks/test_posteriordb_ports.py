@@ -16,11 +16,12 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from posteriordb_ports import PORTS, PosteriorDatabase
 from scipy import stats
 from scipy.special import logsumexp
 
-from pyro_stein.model_density import LatentLayout, UnconstrainedLogDensity
-from pyro_stein.posteriordb import PORTS, PosteriorDatabase
+from pyro_stein.glue.density import UnconstrainedLogDensity
+from pyro_stein.glue.layout import LatentLayout
 
 ROOT = Path(os.environ.get("PYRO_STEIN_POSTERIORDB", Path(__file__).resolve().parents[2] / "shared" / "posteriordb"))
 FOLDER = ROOT / "posterior_database" if (ROOT / "posterior_database").is_dir() else ROOT

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pyro_stein.kernels import IMQKernel, RBFKernel
-from pyro_stein.stein import kernel_gram, squared_ksd, stein_direction
+from pyro_stein.ops.kernels import IMQKernel, RBFKernel
+from pyro_stein.ops.stein import kernel_gram, squared_ksd, stein_direction
 
 
 def _kernel_fn(kernel, h):

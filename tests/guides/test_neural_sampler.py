@@ -7,7 +7,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler
-from pyro_stein.initialization import init_to_value
+from pyro_stein.glue.initialization import init_to_value
 
 N_DATA = 6
 
@@ -260,6 +260,6 @@ def test_whitened_draws_are_the_preconditioners_coordinates():
 
 
 def test_init_to_median_keeps_its_number_of_draws():
-    from pyro_stein.initialization import init_to_median
+    from pyro_stein.glue.initialization import init_to_median
 
     assert init_to_median(num_samples=50).keywords["num_samples"] == 50

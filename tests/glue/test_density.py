@@ -4,12 +4,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models import branching_model
 from pyro.distributions import constraints
 
 from pyro_stein import AutoNeuralSampler
-from pyro_stein.model_density import GuideModelMismatch, UnconstrainedLogDensity
-
-from models import branching_model
+from pyro_stein.glue.density import GuideModelMismatch, UnconstrainedLogDensity
 
 
 def _density(model, *args, **kwargs):

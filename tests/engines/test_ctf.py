@@ -13,15 +13,18 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models import hard_wall_model
 from pyro.infer import SVI, Predictive
+from test_asvgd import NUM_DRAWS, assert_matches, correlated_cov
 
 import pyro_stein
 from pyro_stein import AutoNeuralSampler, CTFDistillation
-from pyro_stein.langevin import langevin_flow, mala_log_acceptance
-from pyro_stein.matching import energy_distance_direction, random_projections, sliced_wasserstein_direction
-
-from models import hard_wall_model
-from test_asvgd import NUM_DRAWS, assert_matches, correlated_cov
+from pyro_stein.ops.langevin import langevin_flow, mala_log_acceptance
+from pyro_stein.ops.matching import (
+    energy_distance_direction,
+    random_projections,
+    sliced_wasserstein_direction,
+)
 
 
 def gaussian(z):
