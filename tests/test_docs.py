@@ -23,7 +23,7 @@ def test_docs_build_strictly(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     site = tmp_path / "site"
-    for page in ("index.html", "api/index.html", "arviz/index.html", "choosing/index.html"):
+    for page in ("index.html", "api/index.html", "arviz/index.html", "choosing/index.html", "architecture/index.html"):
         assert (site / page).exists(), page
     for tutorial in sorted((ROOT / "tutorials").glob("*.py")):
         page = site / "tutorials" / tutorial.stem / "index.html"

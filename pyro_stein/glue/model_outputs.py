@@ -1,7 +1,7 @@
 """A Pyro model run at a batch of latent draws: deterministic sites, per-observation
 log-likelihoods and posterior predictive replicates per draw, and how to cover every
 observation of a subsampled plate.  What the ArviZ adapter
-([`pyro_stein.diagnostics.inference_data`][pyro_stein.diagnostics.inference_data]) puts into its
+([`to_inference_data`][pyro_stein.to_inference_data]) puts into its
 groups; it reads model traces, so it lives in the Pyro-glue layer.
 """
 

@@ -1,0 +1,110 @@
+"""The engines' shared machinery: per-run state, so one engine object serves several
+models as fresh engines would, and capabilities found by protocol."""
+
+import gc
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI
+from pyro.infer.autoguide import AutoMultivariateNormal
+
+import pyro_stein
+from pyro_stein import AmortizedSVGD, AutoNeuralSampler, CTFDistillation
+from pyro_stein.engines import Engine, ParticleRun
+from pyro_stein.guides import ParticleSampler, PreconditionedSampler
+
+
+def two_d():
+    pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+
+def eight_d():
+    pyro.sample("w", dist.Normal(torch.zeros(8), torch.linspace(0.5, 2.0, 8)).to_event(1))
+
+
+@pytest.mark.parametrize("make_engine", [lambda: CTFDistillation(num_steps=2, num_particles=64),
+                                         lambda: AmortizedSVGD(num_particles=64)])
+def test_a_reused_engine_fits_a_second_model_as_a_fresh_one_would(make_engine):
+    shared = make_engine()
+    pyro_stein.fit(two_d, engine=shared, num_steps=40, seed=0, progress=False)
+    second = pyro_stein.fit(eight_d, engine=shared, num_steps=40, seed=1, progress=False)
+    fresh = pyro_stein.fit(eight_d, engine=make_engine(), num_steps=40, seed=1, progress=False)
+    assert second.history == fresh.history  # bit for bit: nothing carried over
+    pyro.set_rng_seed(2)
+    a = second.sample(100)["w"]
+    pyro.set_rng_seed(2)
+    assert torch.equal(a, fresh.sample(100)["w"])
+
+
+def test_ctf_resolves_the_step_size_per_model():
+    """The measured defect: an engine reused from a 2-D model started an 8-D one at the
+    2-D model's adapted step size; each run starts at its own D^(-1/3)."""
+    engine = CTFDistillation(num_steps=2, num_particles=64)
+    first = pyro_stein.fit(two_d, engine=engine, num_steps=40, seed=0, progress=False)
+    second = pyro_stein.fit(eight_d, engine=engine, num_steps=40, seed=0, progress=False)
+    assert first.history["step_size"][0] == pytest.approx(2 ** (-1 / 3))
+    assert first.history["step_size"][-1] != first.history["step_size"][0]  # it adapted
+    assert second.history["step_size"][0] == pytest.approx(8 ** (-1 / 3))
+    assert engine.step_size is None  # the constructor's argument is untouched
+    assert engine.run_of(first.guide) is not engine.run_of(second.guide)
+
+
+def test_two_guides_train_side_by_side_under_svi():
+    engine = AmortizedSVGD(num_particles=32)
+    guides = [AutoNeuralSampler(two_d, init_scale=0.5), AutoNeuralSampler(eight_d, init_scale=0.5)]
+    with pyro.get_param_store().scope():
+        svi_a = SVI(two_d, guides[0], pyro.optim.Adam({"lr": 1e-2}), loss=engine)
+        for _ in range(3):
+            svi_a.step()
+    with pyro.get_param_store().scope():
+        svi_b = SVI(eight_d, guides[1], pyro.optim.Adam({"lr": 1e-2}), loss=engine)
+        for _ in range(5):
+            svi_b.step()
+    assert [engine.run_of(g).step_count for g in guides] == [3, 5]
+    assert engine.run_of(guides[1]).density.layout.latent_dim == 8
+    assert engine.diagnostics is engine.run_of(guides[1]).diagnostics  # the last step's
+
+
+def test_runs_end_with_their_guide():
+    engine = AmortizedSVGD(num_particles=16)
+    guide = AutoNeuralSampler(two_d, init_scale=0.5)
+    engine.start_run(two_d, guide)
+    assert len(engine._runs) == 1
+    del guide
+    gc.collect()
+    assert len(engine._runs) == 0
+    with pytest.raises(KeyError, match="no run on this guide"):
+        engine.run_of(AutoNeuralSampler(two_d))
+
+
+def test_a_guide_moved_to_another_model_gets_a_new_run():
+    engine = AmortizedSVGD(num_particles=16)
+    guide = AutoNeuralSampler(two_d, init_scale=0.5)
+    first = engine.start_run(two_d, guide)
+    assert engine.start_run(two_d, guide) is first
+
+    def same_sites():
+        pyro.sample("x", dist.Normal(torch.ones(2), 1.0).to_event(1))
+
+    assert engine.start_run(same_sites, guide) is not first
+
+
+def test_capabilities_are_protocols():
+    guide = AutoNeuralSampler(two_d, init_scale=0.5)
+    guide.setup()
+    assert isinstance(guide, PreconditionedSampler) and isinstance(guide, ParticleSampler)
+    assert isinstance(AmortizedSVGD(), Engine) and isinstance(CTFDistillation(), Engine)
+    other = AutoMultivariateNormal(two_d)
+    other()
+    assert not isinstance(other, ParticleSampler)
+    run = AmortizedSVGD(num_particles=8).start_run(two_d, other)  # trained without preconditioning
+    assert isinstance(run, ParticleRun) and run.density.layout.latent_dim == 2
+
+
+def test_fit_refuses_an_engine_class_and_other_losses():
+    with pytest.raises(TypeError, match=r"got the class AmortizedSVGD: pass AmortizedSVGD\(\) instead"):
+        pyro_stein.fit(two_d, engine=AmortizedSVGD, num_steps=1, progress=False)
+    with pytest.raises(TypeError, match="engine must be a name"):
+        pyro_stein.fit(two_d, engine=pyro.infer.Trace_ELBO(), num_steps=1, progress=False)
