@@ -184,7 +184,7 @@ def bench(spec, num_particles: int, steps: int) -> list[tuple[str, float, float 
     svi.step(*args)
     assert guide.latent_dim == dim
     ours = time_per_step(lambda: svi.step(*args), steps)
-    batching = svi.loss_and_grads.__self__._density.batching
+    batching = svi.loss_and_grads.__self__.run_of(guide).density.batching
 
     torch.manual_seed(0)
     sampler = HandSampler(dim, *guide.preconditioner)

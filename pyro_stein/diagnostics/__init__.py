@@ -5,7 +5,14 @@ It works on any draws, any guide and on a protocol of a fit
 ([`Fit`][pyro_stein.diagnostics.inference_data.Fit]), so it never imports `pyro_stein.fitting`.
 """
 
-from .comparison import DrawComparison, compare_draws
+from .comparison import (  # noqa: F401  (the thresholds, for pyro_stein.diagnostics.MAX_MEAN_ERROR & co.)
+    MAX_CORRELATION_ERROR,
+    MAX_MEAN_ERROR,
+    SD_RATIO_RANGE,
+    STRONG_CORRELATION,
+    DrawComparison,
+    compare_draws,
+)
 from .inference_data import Fit, from_mcmc, to_inference_data
 from .ksd import ksd, ksd_of_latents
 

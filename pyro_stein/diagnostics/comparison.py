@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["DrawComparison", "compare_draws"]
+__all__ = [
+    "MAX_CORRELATION_ERROR",
+    "MAX_MEAN_ERROR",
+    "SD_RATIO_RANGE",
+    "STRONG_CORRELATION",
+    "DrawComparison",
+    "compare_draws",
+]
 
 #: posteriordb-style acceptance thresholds (see `DrawComparison.passes()`).
 MAX_MEAN_ERROR = 0.1

@@ -59,7 +59,7 @@ class AmortizedSVGD(ParticleEngine):
     the empirical measure (they exert no force and do not set the bandwidth) and are
     pulled back towards the valid particles, which moves the sampler's mass out of the
     region where the model is undefined; their fraction is reported in
-    ``diagnostics["invalid_fraction"]`` and a warning is issued the first time it happens.
+    ``diagnostics["invalid_fraction"]`` and a warning is issued the first time it happens in a run.
 
     If the model has parameters (``pyro.param`` / ``pyro.module``), they receive the
     gradient of the mean log joint over the valid particles, which estimates the gradient

@@ -25,6 +25,7 @@ engine object can train several models, each as a fresh engine would.
 
 from __future__ import annotations
 
+import numbers
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,7 +136,7 @@ class ParticleEngine(ELBO):
                 f"num_particles must be an integer >= 2 (particles interact, so a step "
                 f"needs at least two), got {num_particles!r}"
             )
-        if not isinstance(recenter_every, int) or recenter_every < 0:
+        if not isinstance(recenter_every, numbers.Integral) or recenter_every < 0:
             raise ValueError(f"recenter_every must be an integer >= 0, got {recenter_every!r}")
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
@@ -146,7 +147,7 @@ class ParticleEngine(ELBO):
         # Keyed by the guide, weakly: a run ends with its guide, and a new guide that
         # happens to get a dead one's id() starts afresh.
         self._runs: weakref.WeakKeyDictionary[Any, ParticleRun] = weakref.WeakKeyDictionary()
-        self._last_run: ParticleRun | None = None
+        self._last_guide: weakref.ref | None = None
 
     # ------------------------------------------------------------------ runs
     def start_run(self, model: Callable, guide: Any, *args: Any, **kwargs: Any) -> ParticleRun:
@@ -163,7 +164,7 @@ class ParticleEngine(ELBO):
                 f"pyro_stein.AutoNeuralSampler; got {type(guide).__name__}."
             )
         run = self._runs.get(guide)
-        if run is not None and run.model is model:
+        if run is not None and run.model == model:  # == : a bound method is made anew per access
             return run
         set_up(guide, args, kwargs)
         batching = self.batching
@@ -193,7 +194,9 @@ class ParticleEngine(ELBO):
     @property
     def diagnostics(self) -> dict[str, float]:
         """The figures of the last step this engine took, on whichever guide."""
-        return {} if self._last_run is None else self._last_run.diagnostics
+        guide = None if self._last_guide is None else self._last_guide()
+        run = None if guide is None else self._runs.get(guide)
+        return {} if run is None else run.diagnostics
 
     # ------------------------------------------------------------------ pieces of a step
     def draw(self, run: ParticleRun, guide: Any, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor | None]:
@@ -288,7 +291,7 @@ class ParticleEngine(ELBO):
         own re-centring: call ``guide.recenter()`` every ``recenter_every`` steps
         (`loss_and_grads()`, which ``SVI`` uses, does it)."""
         run = self.start_run(model, guide, *args, **kwargs)
-        self._last_run = run
+        self._last_guide = weakref.ref(guide)
         return self.particle_loss(run, guide, args, kwargs)
 
     def loss_and_grads(self, model: Callable, guide: Any, *args: Any, **kwargs: Any) -> float:

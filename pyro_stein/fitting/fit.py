@@ -13,7 +13,7 @@ import pyro
 import pyro.optim
 import pyro.poutine as poutine
 import torch
-from pyro.infer import SVI
+from pyro.infer import ELBO, SVI
 from tqdm.auto import tqdm
 
 from ..diagnostics.ksd import ksd_of_latents
@@ -49,7 +49,7 @@ ENGINES: dict[str, Callable[[], Engine]] = {
 }
 
 
-def _make_engine(engine: str | Engine) -> Engine:
+def _make_engine(engine: str | Engine | ELBO) -> Engine | ELBO:
     if isinstance(engine, str):
         try:
             return ENGINES[engine]()
@@ -60,12 +60,29 @@ def _make_engine(engine: str | Engine) -> Engine:
             f"engine must be a name ({sorted(ENGINES)}) or an engine instance; got the class "
             f"{engine.__name__}: pass {engine.__name__}() instead"
         )
-    if not isinstance(engine, Engine):
+    if not isinstance(engine, (Engine, ELBO)):
         raise TypeError(
-            f"engine must be a name ({sorted(ENGINES)}) or an engine such as AmortizedSVGD() or "
-            f"CTFDistillation() (a Pyro loss with start_run and loss_and_grads); got {type(engine).__name__}"
+            f"engine must be a name ({sorted(ENGINES)}), an engine such as AmortizedSVGD() or "
+            f"CTFDistillation(), or a Pyro loss (pyro.infer.ELBO); got {type(engine).__name__}"
         )
     return engine
+
+
+class _LossRun:
+    """The run of a plain Pyro loss (say ``Trace_ELBO()`` with a Pyro autoguide): it
+    adapts nothing, and its monitored figure is the loss ``SVI.step`` returns."""
+
+    step_count = 0
+    recentering = True
+
+    def __init__(self) -> None:
+        self.diagnostics: dict[str, float] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 def _default_optim(num_steps: int) -> pyro.optim.PyroLRScheduler:
@@ -170,7 +187,7 @@ def fit(
     average = TailAverage(guide)
     start = time.perf_counter()
     with pyro.get_param_store().scope():
-        run = engine.start_run(model, guide, *args, **kwargs)
+        run = engine.start_run(model, guide, *args, **kwargs) if isinstance(engine, Engine) else _LossRun()
         if path is not None and path.exists():
             load_checkpoint(path, result, run, average)
         svi = SVI(model, guide, optim, loss=engine)

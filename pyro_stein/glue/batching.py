@@ -36,10 +36,16 @@ Output = Tensor | Mapping[str, Tensor]
 
 
 def _agree_tensors(batched: Tensor, reference: Tensor) -> bool:
-    if batched.shape != reference.shape:
+    if batched.shape != reference.shape or batched.dtype != reference.dtype:
         return False
+    if not reference.is_floating_point():  # integers, booleans: exactly
+        return torch.equal(batched, reference)
     finite = torch.isfinite(reference)
-    if not torch.equal(finite, torch.isfinite(batched)):
+    nan = torch.isnan(reference)
+    if not (torch.equal(finite, torch.isfinite(batched)) and torch.equal(nan, torch.isnan(batched))):
+        return False
+    infinite = ~finite & ~nan
+    if not torch.equal(batched[infinite], reference[infinite]):  # the same signs of infinity
         return False
     if not finite.any():
         return True
@@ -50,9 +56,10 @@ def _agree_tensors(batched: Tensor, reference: Tensor) -> bool:
 
 
 def agree(batched: Output, reference: Output, *, ignore: Sequence[str] = ()) -> bool:
-    """Whether a batched evaluation equals the one-draw-at-a-time reference: same shapes,
-    same non-finite entries, and the finite ones equal up to round-off (relative ``1e-8``
-    in float64, ``1e-4`` otherwise, scaled by the largest value).  For mappings, every key
+    """Whether a batched evaluation equals the one-draw-at-a-time reference: same shapes and
+    dtypes, the same non-finite entries (NaN where NaN, the same infinities), integer and
+    boolean entries equal, and the finite ones equal up to round-off (relative ``1e-8`` in
+    float64, ``1e-4`` otherwise, scaled by the largest value).  For mappings, every key
     but those starting with a prefix in ``ignore`` (random outputs, say) is compared.
 
     Example:
@@ -99,10 +106,11 @@ def choose_batching(
     for batching in candidates:
         try:
             batched = evaluate(batching)
+            agrees = agree(batched, reference, ignore=ignore)
         except Exception as error:  # any failure of the model's own code when batched
             reasons.append(f"{batching}: it raised {type(error).__name__}: {error}")
             continue
-        if agree(batched, reference, ignore=ignore):
+        if agrees:
             return batching
         shown = f" ({batched.tolist()} vs {reference.tolist()})" if isinstance(batched, Tensor) else ""
         reasons.append(f"{batching}: {what} differs from one {unit} at a time{shown}")

@@ -6,19 +6,9 @@ The latent vector layout is a [`LatentLayout`][pyro_stein.glue.layout.LatentLayo
 
     log p(T(z_i)) + log |det dT/dz (z_i)|,    i = 1..N,
 
-computed for the whole batch at once.  Three ways of batching, tried in this order on the
-first call and each checked against a per-particle evaluation
-([`pyro_stein.glue.batching`][pyro_stein.glue.batching]):
-
-``"plate"``
-    the model runs once inside an outer "particle" plate, placed left of all the model's
-    own batch dimensions: Pyro's own vectorization, for models whose tensors broadcast
-    over a leading batch dimension;
-``"vmap"``
-    ``torch.func.vmap`` over a one-particle evaluation, for models written for a single
-    draw (say ``X @ beta``); as fast, and no code changes;
-``"loop"``
-    one model run per particle, with a warning: correct for any model, but slow.
+computed for the whole batch at once, batched the way the first call finds to agree with
+one particle at a time (an outer particle plate, ``torch.func.vmap``, or a loop with a
+warning: [`pyro_stein.glue.batching`][pyro_stein.glue.batching]).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.infer.autoguide.utils import helpful_support_errors
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch import Tensor
 from torch.distributions import biject_to
@@ -145,7 +146,8 @@ class LatentLayout:
     @classmethod
     def from_trace(cls, trace: poutine.Trace, args: tuple = (), kwargs: dict | None = None) -> LatentLayout:
         """The layout of a prototype trace (e.g. an autoguide's ``prototype_trace``);
-        ``args`` and ``kwargs`` only take part in choosing the dtype."""
+        ``args`` and ``kwargs`` (the model's arguments) take part in choosing the dtype
+        (see `latent_dtype()`)."""
         layout = cls.__new__(cls)
         layout._init_from(prune_subsample_sites(trace), args, kwargs or {})
         return layout
@@ -153,9 +155,18 @@ class LatentLayout:
     def _init_from(self, trace: poutine.Trace, args: tuple, kwargs: dict) -> None:
         self.trace = trace
         self.sites: list[dict] = [site for _, site in trace.iter_stochastic_nodes()]
-        self._unconstrained_shapes = {
-            site["name"]: biject_to(site["fn"].support).inv(site["value"]).shape for site in self.sites
-        }
+        if not self.sites:
+            raise ValueError("the model has no latent sites: there is no posterior to lay out")
+        self._unconstrained_shapes = {}
+        for site in self.sites:
+            for frame in site["cond_indep_stack"]:
+                if not frame.vectorized:
+                    raise NotImplementedError(
+                        f"latent site {site['name']!r} lies in the sequential plate {frame.name!r}; "
+                        "only vectorized plates (pyro.plate used as a context manager) are supported"
+                    )
+            with helpful_support_errors(site):
+                self._unconstrained_shapes[site["name"]] = biject_to(site["fn"].support).inv(site["value"]).shape
         self.latent_dim = sum(math.prod(shape) for shape in self._unconstrained_shapes.values())
         self.dtype = latent_dtype(trace, args, kwargs)
         self.max_plate_nesting = max_plate_nesting(trace)

@@ -219,7 +219,7 @@ class ModelRunner:
         return choose_batching(
             lambda batching: runs[batching](probe),
             candidates=(self.batching,),
-            what="its outputs",
+            what="the output",
             unit="draw",
             ignore=("predictive/",),
         )

@@ -34,10 +34,6 @@ class ParticleSampler(LatentSampler, Protocol):
 
     batching: str
 
-    def setup(self, *args, **kwargs) -> None:
-        """Set up for the model arguments (once)."""
-        ...
-
     def rsample_latent_batch(
         self, num_samples: int, *, return_whitened: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:

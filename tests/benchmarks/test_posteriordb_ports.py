@@ -23,7 +23,7 @@ from scipy.special import logsumexp
 from pyro_stein.glue.density import UnconstrainedLogDensity
 from pyro_stein.glue.layout import LatentLayout
 
-ROOT = Path(os.environ.get("PYRO_STEIN_POSTERIORDB", Path(__file__).resolve().parents[2] / "shared" / "posteriordb"))
+ROOT = Path(os.environ.get("PYRO_STEIN_POSTERIORDB", Path(__file__).resolve().parents[3] / "shared" / "posteriordb"))
 FOLDER = ROOT / "posterior_database" if (ROOT / "posterior_database").is_dir() else ROOT
 pytestmark = pytest.mark.skipif(not (FOLDER / "posteriors").is_dir(), reason=f"no posteriordb folder at {FOLDER}")
 

@@ -305,3 +305,17 @@ def test_dims_for_an_unknown_variable_fail(fitted):
     result, _, _ = fitted
     with pytest.raises(ValueError, match="'muu'"):
         pyro_stein.to_inference_data(result, num_samples=20, dims={"muu": ["a"]}, ksd=False)
+
+
+def test_boolean_deterministic_sites_are_kept():
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.deterministic("positive", mu > 0)
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = torch.full((5,), 2.0)
+    draws = {"mu": torch.linspace(-1.0, 3.0, 50)}
+    idata = pyro_stein.to_inference_data(draws, model, y, ksd=False)
+    positive = idata.posterior["positive"].values.reshape(-1)
+    assert positive.dtype == bool and (positive == (draws["mu"].numpy() > 0)).all()

@@ -82,8 +82,8 @@ def test_latent_layout_packs_like_the_guides_unpack():
     values = {"a": torch.randn(5), "b": torch.rand(5, 3) + 0.1, "c": dist.Dirichlet(torch.ones(4)).sample((5,))}
     latent = layout.pack(values)
     assert latent.shape == (5, layout.latent_dim) == (5, 1 + 3 + 3)
-    # _unpack_latent aligns batch dims to the right of the plates: one plate here.
-    for site, unconstrained in layout._unpack_latent(latent.unsqueeze(1)):
+    # unpack_unconstrained aligns batch dims to the right of the plates: one plate here.
+    for site, unconstrained in layout.unpack_unconstrained(latent.unsqueeze(1)):
         back = torch.distributions.biject_to(site["fn"].support)(unconstrained)
         torch.testing.assert_close(back.reshape(values[site["name"]].shape), values[site["name"]], rtol=1e-5, atol=1e-6)
 

@@ -43,3 +43,11 @@ def test_the_loop_fallback_warns_with_each_reason():
         assert choose_batching(evaluate, what="the density", unit="draw", advice="Write it batched.") == "loop"
     assert "per-draw loop" in str(caught[0].message) and str(caught[0].message).endswith("Write it batched.")
     assert caught[0].filename == __file__  # the caller's line, not the library's
+
+
+def test_boolean_and_integer_outputs_compare_exactly():
+    flags = torch.tensor([True, False])
+    assert agree(flags, flags.clone()) and not agree(flags, ~flags)
+    assert not agree(torch.tensor([1.0, 0.0]), torch.tensor([1, 0]))  # another dtype
+    inf = torch.tensor([float("inf")])
+    assert not agree(-inf, inf) and not agree(torch.tensor([float("nan")]), inf)

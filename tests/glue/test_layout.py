@@ -76,3 +76,18 @@ def test_numpy_arguments_are_named():
 
     with pytest.raises(TypeError, match="keyword argument 'y' is a numpy.ndarray"):
         check_model_args((), {"y": np.zeros(2)})
+
+
+def test_a_model_without_latents_or_with_a_sequential_plate_is_refused_by_name():
+    def observed_only(y):
+        pyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="no latent sites"):
+        LatentLayout(observed_only, torch.zeros(()))
+
+    def sequential():
+        for i in pyro.plate("items", 2):
+            pyro.sample(f"x_{i}", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(NotImplementedError, match="'x_0' lies in the sequential plate 'items'"):
+        LatentLayout(sequential)

@@ -17,13 +17,22 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from ...ops.nn import mlp
 
-__all__ = ["AutoencoderEnergy", "ClassConditionalEnergy", "GaussianBernoulliRBM"]
+__all__ = ["AutoencoderEnergy", "BalancedEnergy", "ClassConditionalEnergy", "GaussianBernoulliRBM"]
+
+
+@runtime_checkable
+class BalancedEnergy(Protocol):
+    """An energy that says how a trainer should compare data and draws when it balances
+    the two players (the autoencoder energies: their reconstruction error)."""
+
+    def balance_energy(self, x: Tensor) -> Tensor: ...
 
 #: Hidden units above which the exact partition function (a sum over 2^H states) is refused.
 MAX_EXACT_HIDDEN = 20

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ...ops.kernels import RadialKernel, RBFKernel
 from ...ops.stein import kernel_drive, kernel_gram, kernel_repulsion
 from ...ops.surrogate import direction_surrogate
+from ..imaging.energies import BalancedEnergy, ClassConditionalEnergy
 from ..imaging.generator import Generator
 
 __all__ = ["BalanceRule", "SteinGAN", "feature_stein_direction"]
@@ -164,7 +165,7 @@ class SteinGAN:
         the generator draws as many images as the batch holds. With a class-conditional
         energy, ``labels`` are the batch's classes, and the generator is asked for the same."""
         num = len(data)
-        conditional = getattr(self.energy, "conditional", False)
+        conditional = isinstance(self.energy, ClassConditionalEnergy)
         if conditional and labels is None:
             raise ValueError("a class-conditional energy needs the batch's labels")
         energy = (lambda z: self.energy(z, labels)) if conditional else self.energy
@@ -172,7 +173,7 @@ class SteinGAN:
         draws = self.generator(self.generator.noise(num), labels if conditional else None)
         # The balance compares how well the energy's autoencoder reconstructs data and draws
         # (the paper's code does), where the energy says how (``balance_energy``).
-        balance = getattr(self.energy, "balance_energy", None) or (lambda z: -energy(z))
+        balance = self.energy.balance_energy if isinstance(self.energy, BalancedEnergy) else (lambda z: -energy(z))
         with torch.no_grad():
             data_energy = float(balance(data).mean())
             draws_energy = float(balance(draws).mean())
