@@ -14,6 +14,7 @@ import pyro.optim
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, SVI
+from pyro.infer.autoguide import AutoContinuous
 from tqdm.auto import tqdm
 
 from ..diagnostics.ksd import ksd_of_latents
@@ -99,8 +100,8 @@ def _default_optim(num_steps: int) -> pyro.optim.PyroLRScheduler:
 def fit(
     model: Callable,
     *args: Any,
-    engine: str | Any = "asvgd",
-    guide: AutoNeuralSampler | None = None,
+    engine: str | Engine | ELBO = "asvgd",
+    guide: AutoContinuous | None = None,
     num_steps: int | None = None,
     optim: pyro.optim.PyroOptim | None = None,
     seed: int | None = None,
@@ -133,7 +134,9 @@ def fit(
         **kwargs: the model's keyword arguments (so they cannot be named like the keyword
             arguments below).
         engine: ``"asvgd"``, ``"ctf"`` or a configured engine such as
-            ``AmortizedSVGD(num_particles=512)`` or ``CTFDistillation(num_steps=10)``.
+            ``AmortizedSVGD(num_particles=512)`` or ``CTFDistillation(num_steps=10)``
+            (one engine object can serve several fits: its state is kept per guide); a
+            plain Pyro loss such as ``Trace_ELBO()`` with a Pyro autoguide also runs.
         guide: a guide to train; default ``AutoNeuralSampler(model)``.
         num_steps: optimisation steps in total (a resumed run counts the steps it resumes).
         optim: a ``pyro.optim`` optimizer; a ``PyroLRScheduler`` is stepped once per step.

@@ -8,9 +8,11 @@ from typing import Any
 
 import pyro.optim
 import torch
-from pyro.infer import Predictive
+from pyro.infer import ELBO, Predictive
+from pyro.infer.autoguide import AutoContinuous
 
 from ..diagnostics.inference_data import to_inference_data
+from ..engines import Engine
 from ..guides.neural_sampler import AutoNeuralSampler
 
 __all__ = ["FitResult"]
@@ -38,8 +40,8 @@ class FitResult:
     """
 
     model: Callable
-    guide: AutoNeuralSampler
-    engine: Any
+    guide: AutoNeuralSampler | AutoContinuous
+    engine: Engine | ELBO
     optim: pyro.optim.PyroOptim
     args: tuple
     kwargs: dict
