@@ -1,12 +1,22 @@
 """Checkpoints of a `fit()` run: everything a resumed run needs to repeat an
-uninterrupted one exactly (guide, optimizer, engine run, history, average, generators)."""
+uninterrupted one exactly (guide, optimizer, engine run, history, average, generators).
+
+A checkpoint holds tensors and plain Python values only, under a header that names what
+wrote it, so it loads with ``torch.load(..., weights_only=True)``: a file that holds
+anything else (a pickle that would run code when loaded, say) is refused, not loaded.
+`write_state()` and `read_state()` are the one way the package writes and reads such
+files (the case studies' training loop uses them too).
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyro
 import pyro.util
 import torch
@@ -14,19 +24,107 @@ import torch
 from .averaging import TailAverage
 from .result import FitResult
 
-__all__ = ["load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "load_checkpoint",
+    "read_state",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "write_state",
+]
+
+#: The header of every checkpoint this package writes: ``{"format": ..., "version": ...,
+#: "kind": ..., "state": ...}``.
+CHECKPOINT_FORMAT = "pyro_stein.checkpoint"
+CHECKPOINT_VERSION = 1
+#: The kind of the checkpoints `pyro_stein.fit` writes.
+FIT_CHECKPOINT = "pyro_stein.fit"
+
+
+def write_state(path: str | os.PathLike, state: dict[str, Any], kind: str) -> None:
+    """Write ``state`` (tensors and plain values) under the checkpoint header, atomically
+    (a crash mid-write leaves the previous checkpoint in place)."""
+    path = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": kind, "state": state}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_state(path: str | os.PathLike, kind: str) -> dict[str, Any]:
+    """The state a `write_state()` of this ``kind`` wrote to ``path``.
+
+    Raises:
+        ValueError: naming the file and what is wrong with it: a directory, a truncated,
+            corrupted or unrelated file, a file holding Python objects other than tensors
+            and plain values (refused unread: loading it could run code), or a checkpoint
+            of another kind or format version.
+    """
+    path = Path(path)
+    where = f"checkpoint {str(path)!r}"
+    if path.is_dir():
+        raise ValueError(f"{where} is a directory, not a checkpoint file; pass a file path")
+    unreadable = f"{where} is not a readable checkpoint"
+    try:
+        # torch.load does not check the archive's CRC-32s: corrupted tensor bytes would load.
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as error:  # whatever a damaged or foreign file makes the zip reader raise
+        raise ValueError(
+            f"{unreadable} (truncated, corrupted or another kind of file: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); delete it to start afresh"
+        ) from None
+    if damaged is not None:
+        raise ValueError(
+            f"{unreadable} (corrupted: the checksum of its record {damaged!r} does not match); "
+            "delete it to start afresh"
+        )
+    try:
+        payload = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # The weights-only unpickler names the global it refused ("unsupported GLOBAL ...");
+        # any other failure is a file that is no pickle of ours at all.
+        if "global" in str(error).lower():
+            raise ValueError(
+                f"{where} holds Python objects other than tensors and plain values, so it was not "
+                "written by this version of pyro_stein (or it was altered); it is refused unread, "
+                "since loading it could run arbitrary code. Delete it to start afresh."
+            ) from None
+        raise ValueError(f"{unreadable} (corrupted: {str(error).splitlines()[-1]}); delete it to start afresh") from None
+    except (EOFError, RuntimeError, OSError) as error:
+        raise ValueError(
+            f"{unreadable} (truncated or corrupted: {str(error).splitlines()[0]}); delete it to start afresh"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{where} was not written by pyro_stein (it has no pyro_stein checkpoint header)")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{where} has checkpoint format version {payload.get('version')!r}; this pyro_stein reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    if payload.get("kind") != kind:
+        raise ValueError(f"{where} was written by {payload.get('kind')!r}, not by {kind!r}")
+    return payload["state"]
+
 
 
 def rng_state() -> dict[str, Any]:
-    """Every generator a step may draw from: Python's, NumPy's, torch's CPU and CUDA ones."""
+    """Every generator a step may draw from: Python's, NumPy's, torch's CPU and CUDA ones,
+    as tensors and plain values (NumPy's key array becomes an int64 tensor)."""
     state = pyro.util.get_rng_state()
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    state["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    pyro.util.set_rng_state(state)
+    """Restore the generators from `rng_state()`."""
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    numpy_state = (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)
+    pyro.util.set_rng_state({**state, "numpy": numpy_state})
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -43,16 +141,14 @@ def save_checkpoint(path: Path, result: FitResult, run: Any, generators: dict[st
         # run repeats an uninterrupted one exactly.
         "rng": generators,
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_state(path, state, FIT_CHECKPOINT)
 
 
 def load_checkpoint(path: Path, result: FitResult, run: Any, average: TailAverage) -> None:
+    state = read_state(path, FIT_CHECKPOINT)
     try:
-        state = torch.load(path, weights_only=False)
         result.guide.load_state_dict(state["guide"])
-    except Exception as error:
+    except (RuntimeError, KeyError) as error:
         raise ValueError(
             f"Cannot resume from checkpoint {str(path)!r}: {error}. It was written for "
             "another model or guide; delete it or pass another checkpoint path."

@@ -144,6 +144,9 @@ def fit(
         progress: show a tqdm progress bar.
         checkpoint: a file path: resume from it if it exists, save to it every
             ``checkpoint_every`` steps (default 200), at the end and on ``KeyboardInterrupt``.
+            Checkpoints hold tensors and plain values only and load with
+            ``torch.load(..., weights_only=True)``; a file that holds anything else, or is
+            truncated or corrupted, is refused with an error that says so.
         checkpoint_every: steps between checkpoints.
         average_last: the fraction of the steps, at the end, over which the guide's
             parameters are averaged (default 0.5; 0 returns the last iterate).  An

@@ -308,3 +308,25 @@ def test_old_import_paths_and_command_line_still_work(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert capsys.readouterr().out.startswith("usage: python -m pyro_stein.steingan ")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_by_the_command_line(tmp_path, capsys):
+    import os
+
+    from pyro_stein.contrib.steingan.__main__ import main
+
+    marker = tmp_path / "executed"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"gan": RunsCode()}, out / "checkpoint.pt")
+    assert main(["--energy", "rbm", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    assert "refused unread" in capsys.readouterr().err
+    assert not marker.exists()
+    (out / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    assert main(["--energy", "rbm", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+    assert "is not a readable checkpoint" in capsys.readouterr().err

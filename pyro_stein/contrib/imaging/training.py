@@ -11,13 +11,17 @@ baseline ([`GAN`][pyro_stein.contrib.imaging.baselines.GAN]), ADE's trainer
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from ...fitting.checkpoint import read_state, write_state
+
+#: The kind of the checkpoints the case studies' training loop writes.
+TRAINING_CHECKPOINT = "pyro_stein.contrib.imaging.train"
 
 __all__ = ["learning_rate_factor", "train"]
 
@@ -86,7 +90,7 @@ def train(
     path = None if checkpoint is None else Path(checkpoint)
     torch.manual_seed(seed)
     if path is not None and path.exists():
-        state = torch.load(path, weights_only=False)
+        state = read_state(path, TRAINING_CHECKPOINT)
         try:
             gan.load_state_dict(state["gan"])
         except (RuntimeError, KeyError) as error:
@@ -119,8 +123,6 @@ def train(
         bar.set_postfix({name: f"{values[-1]:.3g}" for name, values in history.items() if name != "epoch"}, refresh=False)
         if path is not None:
             state = {"gan": gan.state_dict(), "history": history, "epoch": epoch + 1, "torch_rng": torch.get_rng_state()}
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            write_state(path, state, TRAINING_CHECKPOINT)
     bar.close()
     return history
