@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import warnings
@@ -84,6 +85,49 @@ class _LossRun:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _checkpoint_path(checkpoint: str | os.PathLike) -> Path:
+    """The checkpoint's path, checked before any work: its folder must exist and be
+    writable, and the path must not be a folder."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {str(path)!r} is a directory; pass a file path such as {str(path / 'fit.pt')!r}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"the folder of checkpoint {str(path)!r} does not exist: create {str(folder)!r} first")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"the folder of checkpoint {str(path)!r} is not writable")
+    return path
+
+
+def _engine_options() -> dict[str, list[str]]:
+    """Each keyword of the engines' constructors, with the engines that take it."""
+    options: dict[str, list[str]] = {}
+    for engine in (AmortizedSVGD, CTFDistillation):
+        for name in inspect.signature(engine).parameters:
+            options.setdefault(name, []).append(engine.__name__)
+    return options
+
+
+def _refuse_engine_options(model: Callable, kwargs: dict[str, Any]) -> None:
+    """Keyword arguments of ``fit`` go to the model; one that names an engine option, and
+    that the model does not take, is a misplaced engine option."""
+    try:
+        parameters = inspect.signature(model).parameters
+    except (TypeError, ValueError):  # no signature to read: leave the keywords to the model
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    options = _engine_options()
+    for name in kwargs:
+        if name in options and name not in parameters:
+            engines = options[name]
+            raise TypeError(
+                f"fit() passes its keyword arguments to the model, which takes no {name!r}; {name!r} is an "
+                f"option of {' and '.join(engines)}: pass engine={engines[0]}({name}=...) instead. "
+                f"The engine options are: {sorted(options)}"
+            )
 
 
 def _default_optim(num_steps: int) -> pyro.optim.PyroLRScheduler:
@@ -182,8 +226,11 @@ def fit(
     engine = _make_engine(engine)
     guide = AutoNeuralSampler(model) if guide is None else guide
     optim = _default_optim(num_steps) if optim is None else optim
-    checkpoint_every = checkpoint_every or DEFAULTS["checkpoint_every"]
-    path = None if checkpoint is None else Path(checkpoint)
+    checkpoint_every = DEFAULTS["checkpoint_every"] if checkpoint_every is None else checkpoint_every
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer (steps between checkpoints), got {checkpoint_every!r}")
+    path = None if checkpoint is None else _checkpoint_path(checkpoint)
+    _refuse_engine_options(model, kwargs)
     average_last = DEFAULTS["average_last"] if average_last is None else average_last
     if not 0.0 <= average_last <= 1.0:
         raise ValueError(f"average_last must lie in [0, 1], got {average_last!r}")

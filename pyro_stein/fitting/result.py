@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,8 +53,8 @@ class FitResult:
 
     def sample(self, num_samples: int) -> dict[str, torch.Tensor]:
         """``{site: tensor(num_samples, *site_shape)}`` of constrained latent draws."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be positive, got {num_samples!r}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         return self.guide.sample_posterior(num_samples)
 
     def to_arviz(self, num_samples: int = 4000, **kwargs: Any) -> Any:

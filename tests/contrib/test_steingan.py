@@ -330,3 +330,30 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_the_command_line(tmp_pat
     (out / "checkpoint.pt").write_bytes(b"\x00" * 100)
     assert main(["--energy", "rbm", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
     assert "is not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_bad_command_line_options_fail_before_any_work(tmp_path, capsys):
+    from pyro_stein.contrib.steingan.__main__ import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for options, message in ((["--epochs", "0"], "--epochs: must be a positive integer, got '0'"),
+                             (["--metrics-every", "0"], "--metrics-every: must be a positive integer"),
+                             (["--out", str(afile)], "is a file, not a folder")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*options, "--no-progress"])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [afile]  # no output folder was made
+
+
+def test_a_garbage_npz_is_named_without_numpys_pickle_advice(tmp_path):
+    from pyro_stein.contrib.imaging.data import load_mnist
+
+    (tmp_path / "mnist.npz").write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(ValueError, match="mnist.npz: not a readable .npz file") as caught:
+        load_mnist(tmp_path / "mnist.npz")
+    assert "allow_pickle" not in str(caught.value)
+    np.savez(tmp_path / "objects.npz", x_train=np.array([{}], dtype=object), y_train=np.zeros(1),
+             x_test=np.zeros((1, 2, 2)), y_test=np.zeros(1))
+    with pytest.raises(ValueError, match="array 'x_train' holds Python objects"):
+        load_mnist(tmp_path / "objects.npz")

@@ -62,8 +62,10 @@ def test_damaged_files_say_so(tmp_path):
         with pytest.raises(ValueError, match=rf"checkpoint '.*{name}' is not a readable checkpoint") as caught:
             pyro_stein.fit(model, num_steps=5, progress=False, checkpoint=tmp_path / name)
         assert "another model" not in str(caught.value)
-    with pytest.raises(ValueError, match="is a directory, not a checkpoint file"):
+    with pytest.raises(ValueError, match="is a directory; pass a file path"):
         pyro_stein.fit(model, num_steps=5, progress=False, checkpoint=tmp_path)
+    with pytest.raises(ValueError, match="is a directory, not a checkpoint file"):
+        read_state(tmp_path, "pyro_stein.fit")
 
 
 def test_foreign_and_other_kinds_are_refused(tmp_path):

@@ -6,11 +6,39 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .reports import to_json
 
-__all__ = ["add_run_arguments", "report_run"]
+__all__ = ["add_run_arguments", "output_folder", "positive_integer", "report_run"]
+
+
+def positive_integer(text: str) -> int:
+    """An option's value as an integer >= 1 (argparse reports anything else before any work).
+
+    Example:
+        >>> positive_integer("3")
+        3
+        >>> positive_integer("0")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: must be a positive integer, got '0'
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def output_folder(text: str) -> str:
+    """An output folder: new, or an existing folder, not a file."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; pass a folder for the run's outputs")
+    return text
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
@@ -25,12 +53,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     """
     parser.add_argument("--dataset", default="digits",
                         help="'digits' (scikit-learn's 8x8 digits) or a path to MNIST IDX files or an .npz")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--out", default=out,
+    parser.add_argument("--epochs", type=positive_integer, default=100)
+    parser.add_argument("--out", default=out, type=output_folder,
                         help=f"output folder, default {out}; a run whose checkpoint is there resumes, and "
                         "a checkpoint of another model or other options is an error")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--metrics-every", type=int, default=10, help="epochs between evaluations")
+    parser.add_argument("--metrics-every", type=positive_integer, default=10, help="epochs between evaluations")
     parser.add_argument("--no-progress", action="store_true")
 
 

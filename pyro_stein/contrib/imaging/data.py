@@ -189,7 +189,10 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, EOFError, ValueError) as error:  # not an .npz (or .npy) at all
-        raise ValueError(f"{path}: not a readable .npz file ({error})") from error
+        # NumPy reads any unknown bytes as a pickle and advises allow_pickle, which would
+        # run whatever the file holds: say what the file is not instead.
+        reason = "it is neither an .npz archive nor an .npy array" if "pickle" in str(error) else str(error)
+        raise ValueError(f"{path}: not a readable .npz file ({reason})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         # A malformed input file, like the others: ValueError, which the command lines report.
         raise ValueError(f"{path}: a single array, not an .npz archive with {list(_NPZ_KEYS)}")  # noqa: TRY004
@@ -197,4 +200,10 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
         missing = [key for key in _NPZ_KEYS if key not in archive.files]
         if missing:
             raise ValueError(f"{path}: the .npz lacks arrays {missing}; it must hold {list(_NPZ_KEYS)}")
-        return tuple(np.asarray(archive[key]) for key in _NPZ_KEYS)
+        arrays = []
+        for key in _NPZ_KEYS:
+            try:
+                arrays.append(np.asarray(archive[key]))
+            except ValueError:  # an object array, which only allow_pickle would read
+                raise ValueError(f"{path}: array {key!r} holds Python objects; it must hold numbers") from None
+        return tuple(arrays)
