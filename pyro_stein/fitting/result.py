@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyro.optim
+import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, Predictive
 from pyro.infer.autoguide import AutoContinuous
@@ -76,9 +77,30 @@ class FitResult:
         """
         return to_inference_data(self, num_samples=num_samples, **kwargs)
 
-    def predictive(self, num_samples: int, *, parallel: bool = True, return_sites=()) -> dict[str, torch.Tensor]:
-        """Posterior predictive draws: ``pyro.infer.Predictive`` on the training arguments."""
+    def predictive(
+        self, num_samples: int, *args: Any, parallel: bool = True, return_sites=(), **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """Posterior predictive draws: every observed site drawn anew at each posterior draw
+        (``pyro.infer.Predictive`` on the model with its observations released by
+        ``poutine.uncondition``), not the observed values.
+
+        Args:
+            num_samples: posterior draws, one replicate of the data each.
+            *args: the model's positional arguments; default the training ones.  For
+                predictions at new inputs pass those, e.g. ``result.predictive(1000, x_new)``
+                for ``model(x, y=None)`` (the same as
+                ``Predictive(model, guide=result.guide, num_samples=1000)(x_new)``).
+            parallel: as in ``Predictive``.
+            return_sites: as in ``Predictive``.
+            **kwargs: the model's keyword arguments; default the training ones.
+
+        Returns:
+            ``{site: (num_samples, ...)}``.
+        """
+        if not args and not kwargs:
+            args, kwargs = self.args, self.kwargs
         predictive = Predictive(
-            self.model, guide=self.guide, num_samples=num_samples, parallel=parallel, return_sites=return_sites
+            poutine.uncondition(self.model), guide=self.guide, num_samples=num_samples, parallel=parallel,
+            return_sites=return_sites,
         )
-        return predictive(*self.args, **self.kwargs)
+        return predictive(*args, **kwargs)

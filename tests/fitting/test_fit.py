@@ -33,6 +33,19 @@ def test_fit_returns_guide_history_and_draws():
     assert result.seconds > 0
 
 
+def test_the_posterior_predictive_draws_the_observations_anew():
+    result = pyro_stein.fit(model, Y, num_steps=200, seed=0, progress=False)
+    replicates = result.predictive(2000)["y"]
+    assert not torch.equal(replicates[0], Y)
+    # Each observation's replicates spread at least by the noise sd sigma, whose posterior
+    # lies around the data's sd (0.67) and not below 0.3; a copy of Y would have sd 0.
+    assert (replicates.std(0) > 0.4).all()
+    # Their mean is the posterior mean of mu: within its posterior sd (about 0.3) of the data mean.
+    assert replicates.mean().item() == pytest.approx(Y.mean().item(), abs=0.3)
+    at_new_inputs = result.predictive(7, torch.zeros(3))["y"]  # new inputs: three new observations
+    assert at_new_inputs.shape == (7, 3)
+
+
 def test_fit_leaves_the_global_param_store_alone():
     pyro.param("users_own_param", torch.tensor(3.0))
     pyro_stein.fit(model, Y, num_steps=5, seed=0, progress=False)
