@@ -66,7 +66,7 @@ class LatentVectorGuide(AutoContinuous):
             self._raise_for_discrete_sites(error)
             raise
         self._refuse_subsampled_local_latents()
-        self.layout = LatentLayout.from_trace(self.prototype_trace, args, kwargs)
+        self.layout = LatentLayout.from_trace(self.prototype_trace, args, kwargs, model=self.model)
         self.setup_sampler(args, kwargs)
 
     def _raise_for_discrete_sites(self, error: Exception) -> None:

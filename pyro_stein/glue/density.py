@@ -46,7 +46,7 @@ def layout_of(layout_or_guide: LatentLayout | AutoContinuous) -> LatentLayout:
     if isinstance(layout_or_guide, AutoContinuous):
         if layout_or_guide.prototype_trace is None:
             raise ValueError("set up the guide (call it once) before building its log density")
-        return LatentLayout.from_trace(layout_or_guide.prototype_trace)
+        return LatentLayout.from_trace(layout_or_guide.prototype_trace, model=layout_or_guide.model)
     raise TypeError(
         f"expected a LatentLayout or an AutoContinuous guide, got {type(layout_or_guide).__name__}"
     )
@@ -189,6 +189,14 @@ class UnconstrainedLogDensity:
                 parts.append(f"model latent sites not in the guide: {missing}")
             if extra:
                 parts.append(f"guide sites not in the model: {extra}")
+            if self.layout.model is not None and self.layout.model == self.model:
+                raise GuideModelMismatch(
+                    "The model's latent sites changed since the guide was set up from this same model ("
+                    + "; ".join(parts).replace("the guide", "its first run").replace("guide sites", "sites of its first run")
+                    + "). A Pyro model must have the same latent sites at every call with the same arguments: "
+                    "sites that depend on a random draw or on a Python branch over data must be written "
+                    "with the same names and shapes on every path (or marginalized)."
+                )
             raise GuideModelMismatch(
                 "The guide was built for another model (" + "; ".join(parts) + "). "
                 "Build the guide from this model: AutoNeuralSampler(model)."
@@ -254,10 +262,21 @@ class UnconstrainedLogDensity:
             ``(log_p, score, valid)`` of shapes ``(N,)``, ``(N, D)``, ``(N,)``: ``valid`` marks
             the rows where both the log density and the score are finite; the score of the
             other rows is not meaningful.
+
+        Raises:
+            ValueError: the log density does not depend on any latent value, naming the
+                sites: flat priors with no data on them make the posterior improper.
         """
         with torch.enable_grad():
             z = latent.detach().requires_grad_(True)
             log_p = self(z, args, kwargs)
+            if not log_p.requires_grad:
+                sites = [site["name"] for site in self.layout.sites]
+                raise ValueError(
+                    f"The model's log density does not depend on its latent sites {sites}: their priors are "
+                    "flat (ImproperUniform on the whole real line) and no observation involves them, so the "
+                    "posterior is improper. Give them a proper prior, or data that depends on them."
+                )
             valid = torch.isfinite(log_p)
             (score,) = torch.autograd.grad(log_p[valid].sum(), z, retain_graph=retain_graph, allow_unused=True)
         if score is None:  # no latent enters the log density

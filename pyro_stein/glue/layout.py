@@ -121,6 +121,7 @@ class LatentLayout:
         **kwargs: its keyword arguments.
 
     Attributes:
+        model: the model the layout was traced from (``None`` when not known).
         trace: the prototype trace, subsample sites pruned.
         latent_dim: ``D``, the length of one latent vector.
         dtype: the dtype to work in (see `latent_dtype()`).
@@ -142,14 +143,18 @@ class LatentLayout:
 
     def __init__(self, model: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self._init_from(prune_subsample_sites(feasible_trace(model, args, kwargs)), args, kwargs)
+        self.model = model
 
     @classmethod
-    def from_trace(cls, trace: poutine.Trace, args: tuple = (), kwargs: dict | None = None) -> LatentLayout:
+    def from_trace(
+        cls, trace: poutine.Trace, args: tuple = (), kwargs: dict | None = None, *, model: Callable | None = None
+    ) -> LatentLayout:
         """The layout of a prototype trace (e.g. an autoguide's ``prototype_trace``);
         ``args`` and ``kwargs`` (the model's arguments) take part in choosing the dtype
-        (see `latent_dtype()`)."""
+        (see `latent_dtype()`), and ``model`` names the model the trace came from."""
         layout = cls.__new__(cls)
         layout._init_from(prune_subsample_sites(trace), args, kwargs or {})
+        layout.model = model
         return layout
 
     def _init_from(self, trace: poutine.Trace, args: tuple, kwargs: dict) -> None:

@@ -7,6 +7,7 @@ import torch
 from models import branching_model
 from pyro.distributions import constraints
 
+import pyro_stein
 from pyro_stein import AutoNeuralSampler
 from pyro_stein.glue.density import GuideModelMismatch, UnconstrainedLogDensity
 
@@ -262,3 +263,23 @@ def test_mixture_priors_get_their_components_support():
     )
     with pytest.raises(NotImplementedError, match="different supports"):
         torch.distributions.biject_to(uneven.support)
+
+
+def test_a_model_whose_sites_change_between_calls_is_told_so():
+    calls = {"n": 0}
+
+    def changing():
+        calls["n"] += 1
+        pyro.sample("a" if calls["n"] == 1 else "b", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(GuideModelMismatch, match=r"latent sites changed since the guide was set up from this same "
+                                                 r"model \(model latent sites not in its first run: \['b'\]"):
+        pyro_stein.fit(changing, num_steps=2, progress=False)
+
+
+def test_a_flat_prior_without_data_is_an_improper_posterior_named_by_site():
+    def flat():
+        pyro.sample("x", dist.ImproperUniform(constraints.real, (), ()))
+
+    with pytest.raises(ValueError, match=r"does not depend on its latent sites \['x'\].*posterior is improper"):
+        pyro_stein.fit(flat, num_steps=2, progress=False)
