@@ -19,7 +19,7 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import scale_and_mask, sum_rightmost
+from pyro.distributions.util import is_validation_enabled, scale_and_mask, sum_rightmost
 from pyro.infer.autoguide import AutoContinuous
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
@@ -60,6 +60,30 @@ def _observed_sites_are_tensors(trace: poutine.Trace) -> None:
                     f"Observed site {name!r} got obs of type {type(site['value']).__name__}; "
                     "Pyro needs a torch.Tensor there (torch.as_tensor(...))."
                 )
+
+
+def _observations_in_support(trace: poutine.Trace) -> None:
+    """Pyro's support check of observed values, done once on the first trace (the batched
+    evaluations run with validation off, so that particles may stray where the density is
+    not finite): what plain ``SVI`` rejects, this rejects too, naming the site."""
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"] or site_is_subsample(site):
+            continue
+        value = site["value"]
+        if not isinstance(value, torch.Tensor) or value.numel() == 0:  # pyro.factor's sites carry no data
+            continue
+        fn = site["fn"]
+        inside = fn.support.check(value)
+        if site["mask"] is not None and isinstance(site["mask"], torch.Tensor):
+            inside = inside | ~site["mask"].bool()  # masked observations are no data
+        if not bool(inside.all()):
+            outside = value[~inside] if inside.shape == value.shape[: inside.dim()] else value.reshape(-1)
+            raise ValueError(
+                f"Observed site {name!r}: {int((~inside).sum())} observations lie outside the support "
+                f"{fn.support} of its {type(fn).__name__} distribution (for example {outside.reshape(-1)[:3].tolist()}); "
+                "Pyro's validation rejects them too. Fix the data or the distribution (or disable Pyro's "
+                "validation with pyro.enable_validation(False) to accept them at your own risk)."
+            )
 
 
 def _sum_per_particle(value: Tensor | float, num_particles: int, batch_rank: int, like: Tensor) -> Tensor:
@@ -150,6 +174,8 @@ class UnconstrainedLogDensity:
         # for another model shows up as different latent-site sets or shapes.
         model_trace = feasible_trace(self.model, args, kwargs)
         _observed_sites_are_tensors(model_trace)
+        if is_validation_enabled():
+            _observations_in_support(model_trace)
         self._check_sites(model_trace)
         self.has_model_params = any(s["type"] == "param" for s in model_trace.nodes.values())
         subsample = {

@@ -283,3 +283,23 @@ def test_a_flat_prior_without_data_is_an_improper_posterior_named_by_site():
 
     with pytest.raises(ValueError, match=r"does not depend on its latent sites \['x'\].*posterior is improper"):
         pyro_stein.fit(flat, num_steps=2, progress=False)
+
+
+def test_observations_outside_the_support_are_refused_as_plain_svi_refuses_them():
+    def coin(y):
+        p = pyro.sample("p", dist.Beta(1.0, 1.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Bernoulli(p), obs=y)
+
+    with pytest.raises(ValueError, match=r"Observed site 'y': 1 observations lie outside the support .*\[2.0\]"):
+        pyro_stein.fit(coin, torch.tensor([0.0, 1.0, 2.0]), num_steps=1, progress=False)
+
+    def masked_coin(y):
+        p = pyro.sample("p", dist.Beta(1.0, 1.0))
+        with pyro.plate("data", len(y)), pyro.poutine.mask(mask=torch.tensor([True, True, False])):
+            pyro.sample("y", dist.Bernoulli(p), obs=y)
+
+    pyro_stein.fit(masked_coin, torch.tensor([0.0, 1.0, 2.0]), num_steps=1, progress=False)  # masked data is no data
+    pyro_stein.fit(coin, torch.tensor([0.0, 1.0, 1.0]), num_steps=1, progress=False)
+    with pyro.validation_enabled(False):  # the user's choice, as for SVI
+        pyro_stein.fit(coin, torch.tensor([0.0, 1.0, 2.0]), num_steps=1, progress=False)
