@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +78,7 @@ class FitResult:
         return to_inference_data(self, num_samples=num_samples, **kwargs)
 
     def predictive(
-        self, num_samples: int, *args: Any, parallel: bool = True, return_sites=(), **kwargs: Any
+        self, num_samples: int, *args: Any, parallel: bool = True, return_sites: Sequence[str] = (), **kwargs: Any
     ) -> dict[str, torch.Tensor]:
         """Posterior predictive draws: every observed site drawn anew at each posterior draw
         (``pyro.infer.Predictive`` on the model with its observations released by
