@@ -4,38 +4,5 @@ metrics, epoch loop and report files); this package keeps existing imports and
 ``python -m pyro_stein.steingan`` working. Its submodules ``data``, ``energies``, ``training``,
 ``baselines``, ``metrics`` and ``experiment`` re-export from the new places."""
 
-from ..contrib.steingan import (
-    AutoencoderEnergy,
-    ClassConditionalEnergy,
-    ClassifierMetrics,
-    GaussianBernoulliRBM,
-    Generator,
-    ImageDataset,
-    SteinGAN,
-    feature_stein_direction,
-    frechet_distance,
-    inception_score,
-    load_dataset,
-    load_digits,
-    load_mnist,
-    run_experiment,
-    train,
-)
-
-__all__ = [
-    "AutoencoderEnergy",
-    "ClassConditionalEnergy",
-    "ClassifierMetrics",
-    "GaussianBernoulliRBM",
-    "Generator",
-    "ImageDataset",
-    "SteinGAN",
-    "feature_stein_direction",
-    "frechet_distance",
-    "inception_score",
-    "load_dataset",
-    "load_digits",
-    "load_mnist",
-    "run_experiment",
-    "train",
-]
+from ..contrib.steingan import *  # noqa: F403
+from ..contrib.steingan import __all__  # noqa: F401
