@@ -22,6 +22,7 @@ import torch
 from pyro.distributions.util import is_validation_enabled, scale_and_mask, sum_rightmost
 from pyro.infer.autoguide import AutoContinuous
 from pyro.poutine.util import site_is_subsample
+from pyro.util import check_site_shape
 from torch import Tensor
 from torch.distributions import biject_to
 
@@ -84,6 +85,32 @@ def _observations_in_support(trace: poutine.Trace) -> None:
                 "Pyro's validation rejects them too. Fix the data or the distribution (or disable Pyro's "
                 "validation with pyro.enable_validation(False) to accept them at your own risk)."
             )
+
+
+def _site_shapes_agree_with_plates(trace: poutine.Trace) -> None:
+    """Pyro's shape check, as ``SVI`` does it on its first step: each site's log density
+    must have exactly the batch dimensions its plates declare.  Data of shape ``(50, 1)``
+    inside ``plate(50)``, say, broadcasts to a 50 x 50 likelihood, which counts every
+    observation 50 times."""
+    trace = poutine.util.prune_subsample_sites(trace)
+    with pyro.validation_enabled(False):  # the support was checked already
+        trace.compute_log_prob()
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        try:
+            check_site_shape(site, max_plate_nesting=float("inf"))
+        except ValueError as error:
+            value = site["value"]
+            fn = site["fn"]
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else "?"
+            raise ValueError(
+                f"{'Observed' if site['is_observed'] else 'Latent'} site {name!r}: its log density has shape "
+                f"{tuple(site['log_prob'].shape)}, but its plates declare "
+                f"{[f.size for f in sorted(site['cond_indep_stack'], key=lambda f: f.dim) if f.vectorized]} "
+                f"(value shape {shape}, distribution batch shape {tuple(fn.batch_shape)}, event shape "
+                f"{tuple(fn.event_shape)}); Pyro's validation, as in plain SVI, rejects it. Pyro says: {error}"
+            ) from None
 
 
 def _sum_per_particle(value: Tensor | float, num_particles: int, batch_rank: int, like: Tensor) -> Tensor:
@@ -176,6 +203,7 @@ class UnconstrainedLogDensity:
         _observed_sites_are_tensors(model_trace)
         if is_validation_enabled():
             _observations_in_support(model_trace)
+            _site_shapes_agree_with_plates(model_trace)
         self._check_sites(model_trace)
         self.has_model_params = any(s["type"] == "param" for s in model_trace.nodes.values())
         subsample = {
