@@ -122,6 +122,11 @@ class ParticleEngine(ELBO):
     name = "ParticleEngine"
     #: The class of this engine's per-run state.
     run_type: ClassVar[type[ParticleRun]] = ParticleRun
+    #: The smallest particle count measured to give correct posterior spreads, and what
+    #: smaller counts gave: ``{count: "sd ratio range"}`` (``benchmarks/particle_count.py``).
+    #: Fewer particles are accepted, with a warning quoting these figures.
+    reliable_particles: ClassVar[int] = 2
+    measured_spreads: ClassVar[dict[int, str]] = {}
 
     def __init__(
         self,
@@ -140,6 +145,20 @@ class ParticleEngine(ELBO):
             raise ValueError(f"recenter_every must be an integer >= 0, got {recenter_every!r}")
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+        if num_particles < self.reliable_particles:
+            measured = [count for count in self.measured_spreads if count <= num_particles]
+            figure = (
+                f" (at {max(measured)} particles the posterior sds came out {self.measured_spreads[max(measured)]} "
+                "the true ones on Gaussian targets)"
+                if measured
+                else ""
+            )
+            warn(
+                f"{self.name}(num_particles={num_particles}): fewer particles than {self.reliable_particles}, the "
+                f"smallest count measured to give correct posterior spreads{figure}. Use num_particles >= "
+                f"{self.reliable_particles} (the default is 512).",
+                RuntimeWarning,
+            )
         super().__init__(num_particles=num_particles, vectorize_particles=True)
         self.precondition = precondition
         self.recenter_every = recenter_every

@@ -2,6 +2,7 @@
 models as fresh engines would, and capabilities found by protocol."""
 
 import gc
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -119,3 +120,14 @@ def test_fit_still_runs_a_plain_pyro_loss():
     # the default schedule's 300 steps get about half way (1.9 measured), and a mean of 30
     # one-sample estimates is within about 0.2 of its expectation.
     assert losses[:30].mean() - losses[-30:].mean() > 1.0
+
+
+def test_too_few_particles_are_accepted_with_the_measured_figures():
+    with pytest.warns(RuntimeWarning, match=r"AmortizedSVGD\(num_particles=2\): fewer particles than 16.*at 2 particles the posterior sds came out 0.8 to 25 times"):
+        AmortizedSVGD(num_particles=2)
+    with pytest.warns(RuntimeWarning, match=r"CTFDistillation\(num_particles=20\): fewer particles than 32.*at 16 particles .*0.85 to 0.89 times"):
+        CTFDistillation(num_particles=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AmortizedSVGD(num_particles=16)
+        CTFDistillation(num_particles=32)
