@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -53,6 +54,10 @@ class Fit(Protocol):
     num_steps: int
     seconds: float
     ksd: float | None
+
+    def param_scope(self) -> AbstractContextManager[None]:
+        """A context in which ``pyro.param`` reads the fit's own parameter values."""
+        ...
 
 
 def to_inference_data(
@@ -139,14 +144,29 @@ def to_inference_data(
         >>> bool(az.loo(idata).elpd_loo < 0)
         True
     """
-    engine_attrs: dict[str, Any] = {}
     if isinstance(source, Fit):
         if model is None:
             model = source.model
         if not args and not kwargs:
             args, kwargs = source.args, source.kwargs
-        engine_attrs = _fit_attrs(source)
-        source = source.guide
+        with source.param_scope():  # the model's pyro.param values as fitted, whatever the store holds now
+            return _to_inference_data(
+                source.guide, model, args, kwargs, num_samples, coords, dims, ksd, _fit_attrs(source)
+            )
+    return _to_inference_data(source, model, args, kwargs, num_samples, coords, dims, ksd, {})
+
+
+def _to_inference_data(
+    source: Any,
+    model: Callable[..., Any] | None,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    coords: Mapping[str, Sequence[Any]] | None,
+    dims: Mapping[str, Sequence[str]] | None,
+    ksd: bool,
+    engine_attrs: dict[str, Any],
+) -> Any:
     if isinstance(source, MCMC):
         return from_mcmc(source, *args, model=model, coords=coords, dims=dims, ksd=ksd, **kwargs)
     if model is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,17 @@ import pyro
 import pyro.util
 import torch
 
+from ..glue.autoguide import guide_param_prefix
+from ..glue.params import load_model_params, model_params
 from .averaging import TailAverage
 from .result import FitResult
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "load_checkpoint",
+    "read_checkpoint",
     "read_state",
+    "refuse_other_run",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
@@ -37,7 +42,8 @@ __all__ = [
 #: The header of every checkpoint this package writes: ``{"format": ..., "version": ...,
 #: "kind": ..., "state": ...}``.
 CHECKPOINT_FORMAT = "pyro_stein.checkpoint"
-CHECKPOINT_VERSION = 1
+#: Version 2 records what the run depends on (its fingerprint) and the model's parameters.
+CHECKPOINT_VERSION = 2
 #: The kind of the checkpoints `pyro_stein.fit` writes.
 FIT_CHECKPOINT = "pyro_stein.fit"
 
@@ -101,12 +107,56 @@ def read_state(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     if payload.get("version") != CHECKPOINT_VERSION:
         raise ValueError(
             f"{where} has checkpoint format version {payload.get('version')!r}; this pyro_stein reads "
-            f"version {CHECKPOINT_VERSION}"
+            f"version {CHECKPOINT_VERSION}. Delete it (or pass another path) to start afresh."
         )
     if payload.get("kind") != kind:
         raise ValueError(f"{where} was written by {payload.get('kind')!r}, not by {kind!r}")
     return payload["state"]
 
+
+def refuse_other_run(path: str | os.PathLike, recorded: Mapping[str, str] | None, current: Mapping[str, str]) -> None:
+    """Refuse to resume from ``path`` unless the run it recorded is this one.
+
+    Args:
+        path: the checkpoint (for the message).
+        recorded: the fingerprint the checkpoint holds, ``{what: description}``.
+        current: this run's fingerprint.
+
+    Raises:
+        ValueError: naming every entry that differs, with both descriptions.
+    """
+    recorded = dict(recorded or {})
+    differences = []
+    for what in [*recorded, *(key for key in current if key not in recorded)]:
+        before, now = recorded.get(what), current.get(what)
+        if before == now:
+            continue
+        if before is None:
+            differences.append(f"{what}: absent from the checkpoint's run, {now} in this one")
+        elif now is None:
+            differences.append(f"{what}: {before} in the checkpoint's run, absent from this one")
+        else:
+            differences.append(f"{what}: {before} in the checkpoint's run, {now} in this one")
+    if differences:
+        listed = "; ".join(differences[:_MAX_LISTED_DIFFERENCES])
+        more = len(differences) - _MAX_LISTED_DIFFERENCES
+        raise ValueError(
+            f"checkpoint {str(path)!r} belongs to another run, so it cannot be resumed: {listed}"
+            + (f"; and {more} more differences" if more > 0 else "")
+            + ". Pass another checkpoint path (or delete this one) to start afresh."
+        )
+
+
+_MAX_LISTED_DIFFERENCES = 6
+# Stands for the guide's own parameter-name prefix in a checkpoint: a guide object made in
+# another process (or later in this one) has another prefix.
+_GUIDE = "<guide>."
+
+
+def _relabel(named: Mapping[str, Any], old: str, new: str) -> dict[str, Any]:
+    if not old:
+        return dict(named)
+    return {new + name[len(old):] if name.startswith(old) else name: value for name, value in named.items()}
 
 
 def rng_state() -> dict[str, Any]:
@@ -129,10 +179,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, result: FitResult, run: Any, generators: dict[str, Any], average: TailAverage) -> None:
+def save_checkpoint(
+    path: Path, result: FitResult, run: Any, generators: dict[str, Any], average: TailAverage, fingerprint: Mapping[str, str]
+) -> None:
+    prefix = guide_param_prefix(result.guide)
     state = {
+        "fingerprint": dict(fingerprint),
         "guide": result.guide.state_dict(),
-        "optim": result.optim.get_state(),
+        "model_params": model_params(pyro.get_param_store(), prefix),
+        "optim": _relabel(result.optim.get_state(), prefix, _GUIDE),
         "engine": run.state_dict(),
         "history": result.history,
         "num_steps": result.num_steps,
@@ -144,8 +199,16 @@ def save_checkpoint(path: Path, result: FitResult, run: Any, generators: dict[st
     write_state(path, state, FIT_CHECKPOINT)
 
 
-def load_checkpoint(path: Path, result: FitResult, run: Any, average: TailAverage) -> None:
+def read_checkpoint(path: Path, fingerprint: Mapping[str, str]) -> dict[str, Any]:
+    """The state of the `fit()` checkpoint at ``path``, after checking that its run is this
+    one (see `refuse_other_run()`); cheap, so that a mismatch is refused before any work."""
     state = read_state(path, FIT_CHECKPOINT)
+    refuse_other_run(path, state.get("fingerprint"), fingerprint)
+    return state
+
+
+def load_checkpoint(path: Path, state: dict[str, Any], result: FitResult, run: Any, average: TailAverage) -> None:
+    """Resume ``result``, ``run`` and ``average`` from the `read_checkpoint()` state."""
     try:
         result.guide.load_state_dict(state["guide"])
     except (RuntimeError, KeyError) as error:
@@ -153,7 +216,8 @@ def load_checkpoint(path: Path, result: FitResult, run: Any, average: TailAverag
             f"Cannot resume from checkpoint {str(path)!r}: {error}. It was written for "
             "another model or guide; delete it or pass another checkpoint path."
         ) from error
-    result.optim.set_state(state["optim"])
+    load_model_params(pyro.get_param_store(), state["model_params"], result.model, result.args, result.kwargs)
+    result.optim.set_state(_relabel(state["optim"], _GUIDE, guide_param_prefix(result.guide)))
     run.load_state_dict(state["engine"])
     result.history = state["history"]
     result.num_steps = state["num_steps"]

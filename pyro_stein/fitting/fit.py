@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyro
@@ -16,19 +21,24 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, SVI
 from pyro.infer.autoguide import AutoContinuous
+from pyro.params.param_store import ParamStoreDict, StateDict
 from tqdm.auto import tqdm
 
 from ..diagnostics.ksd import ksd_of_latents
 from ..engines import AmortizedSVGD, CTFDistillation, Engine
+from ..glue.autoguide import guide_param_prefix
 from ..glue.density import UnconstrainedLogDensity
+from ..glue.fingerprint import argument_fingerprint, model_fingerprint
+from ..glue.params import model_param_state
 from ..guides.neural_sampler import AutoNeuralSampler
 from ..guides.protocols import LatentSampler, ParticleSampler
 from ..ops.caller import warn
+from ..ops.digest import describe, digest_of_bytes
 from .averaging import TailAverage
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkpoint
 from .result import FitResult
 
-__all__ = ["DEFAULTS", "ENGINES", "KSD_DRAWS", "fit"]
+__all__ = ["DEFAULTS", "ENGINES", "KSD_DRAWS", "fit", "run_fingerprint"]
 
 #: Defaults of `fit()`, chosen on the test suite's Gaussian and conjugate targets and
 #: the diabetes regression (see ``docs/defaults.md``).
@@ -130,6 +140,47 @@ def _refuse_engine_options(model: Callable, kwargs: dict[str, Any]) -> None:
             )
 
 
+# Engine attributes that are run state, not options: Pyro's ELBO learns max_plate_nesting on
+# its first step.
+_ENGINE_STATE = {"max_plate_nesting"}
+
+
+def _described(obj: Any, options: Mapping[str, Any]) -> str:
+    listed = ", ".join(f"{name}={describe(value)}" for name, value in sorted(options.items()))
+    return f"{type(obj).__name__}({listed})"
+
+
+def run_fingerprint(
+    model: Callable, args: tuple, kwargs: dict, *, engine: Any, guide: Any, optim: Any, settings: Mapping[str, Any]
+) -> dict[str, str]:
+    """What a `fit()` run depends on, ``{what: description}``: the model's structure, its
+    data arguments (by content), the engine's, guide's and optimizer's options, and
+    ``settings`` (seed, number of steps, averaged fraction).  A checkpoint records it, and
+    resuming refuses a run whose fingerprint differs, naming the entries."""
+    fingerprint = {**model_fingerprint(model, args, kwargs), **argument_fingerprint(model, args, kwargs)}
+    fingerprint["engine"] = _described(
+        engine, {k: v for k, v in vars(engine).items() if not k.startswith("_") and k not in _ENGINE_STATE}
+    )
+    guide_options = dict(getattr(guide, "config", {}))
+    tensors = guide.state_dict() if isinstance(guide, torch.nn.Module) else {}
+    if tensors:  # a guide passed in already set up (a fresh one has no tensors yet)
+        shapes = repr([(name, tuple(value.shape)) for name, value in tensors.items()]).encode()
+        numbers = sum(value.numel() for value in tensors.values())
+        guide_options["tensors"] = f"{len(tensors)} of {numbers} numbers, shapes sha256 {digest_of_bytes(shapes)}"
+    fingerprint["guide"] = _described(guide, guide_options)
+    optim_options = {
+        "optimizer": getattr(optim, "pt_optim_constructor", None),
+        "arguments": getattr(optim, "pt_optim_args", None),
+        "clip": getattr(optim, "pt_clip_args", None),
+    }
+    if isinstance(optim, pyro.optim.PyroLRScheduler):
+        optim_options.update(scheduler=optim.pt_scheduler_constructor, scheduler_arguments=optim.kwargs)
+    fingerprint["optimizer"] = _described(optim, optim_options)
+    for name, value in settings.items():
+        fingerprint[name] = describe(value)
+    return fingerprint
+
+
 def _default_optim(num_steps: int) -> pyro.optim.PyroLRScheduler:
     decay = (DEFAULTS["final_learning_rate"] / DEFAULTS["learning_rate"]) ** (1.0 / max(num_steps, 1))
     return pyro.optim.ExponentialLR(
@@ -187,10 +238,14 @@ def fit(
         seed: seeds Pyro, PyTorch and NumPy for a reproducible run.
         progress: show a tqdm progress bar.
         checkpoint: a file path: resume from it if it exists, save to it every
-            ``checkpoint_every`` steps (default 200), at the end and on ``KeyboardInterrupt``.
+            ``checkpoint_every`` steps (default 200), at the end and on Ctrl-C.
             Checkpoints hold tensors and plain values only and load with
             ``torch.load(..., weights_only=True)``; a file that holds anything else, or is
-            truncated or corrupted, is refused with an error that says so.
+            truncated or corrupted, is refused with an error that says so.  A checkpoint
+            records what its run depends on (`run_fingerprint()`: the model's structure,
+            its data, the engine's, guide's and optimizer's options, ``seed``,
+            ``num_steps``, ``average_last``) and resumes only that run: any difference is
+            refused, naming it.
         checkpoint_every: steps between checkpoints.
         average_last: the fraction of the steps, at the end, over which the guide's
             parameters are averaged (default 0.5; 0 returns the last iterate).  An
@@ -212,8 +267,15 @@ def fit(
         >>> result.sample(1000)["mu"].shape
         torch.Size([1000])
 
-    Interrupting a run with Ctrl-C returns the partial result (with a warning); with a
-    ``checkpoint``, calling `fit()` again with the same arguments resumes it.
+    Interrupting a run with Ctrl-C lets the current step finish and returns the partial
+    result (with a warning); with a ``checkpoint``, calling `fit()` again with the same
+    arguments resumes it, and the resumed run repeats the uninterrupted one exactly.  A
+    second Ctrl-C stops at once, saving nothing half-done.
+
+    The model's ``pyro.param`` sites start from their initial values (a fresh parameter
+    store) and are trained with the guide; afterwards the fitted values are in Pyro's global
+    parameter store, as after ``SVI``, and the result keeps its own copy
+    (`FitResult.params`, `FitResult.param_scope()`).
     """
     if num_steps is None:
         num_steps = DEFAULTS["num_steps"]
@@ -239,53 +301,111 @@ def fit(
     result = FitResult(model=model, guide=guide, engine=engine, optim=optim, args=args, kwargs=kwargs)
     average = TailAverage(guide)
     start = time.perf_counter()
-    with pyro.get_param_store().scope():
+    store = pyro.get_param_store()
+    # A fresh store: parameters of earlier fits (or of other guides) cannot leak into this one.
+    with store.scope() as fitted:
+        fingerprint: dict[str, str] = {}
+        saved = None
+        if path is not None:
+            settings = {"seed": seed, "num_steps": num_steps, "average_last": average_last}
+            fingerprint = run_fingerprint(model, args, kwargs, engine=engine, guide=guide, optim=optim, settings=settings)
+            if path.exists():
+                saved = read_checkpoint(path, fingerprint)
         run = engine.start_run(model, guide, *args, **kwargs) if isinstance(engine, Engine) else _LossRun()
-        if path is not None and path.exists():
-            load_checkpoint(path, result, run, average)
+        if saved is not None:
+            load_checkpoint(path, saved, result, run, average)
         svi = SVI(model, guide, optim, loss=engine)
         scheduler = isinstance(optim, pyro.optim.PyroLRScheduler)
         bar = tqdm(total=num_steps, initial=result.num_steps, disable=not progress, desc="pyro_stein.fit")
         generators = rng_state() if path is not None else None
+        saved_at = None if saved is None else result.num_steps
+        stopped = None  # why the loop ended early
         try:
-            while result.num_steps < num_steps:
-                # The average needs fixed coordinates: no re-centring in the averaged tail.
-                run.recentering = result.num_steps < average_from
-                value = svi.step(*args, **kwargs)
-                if scheduler:
-                    optim.step()
-                diagnostics = run.diagnostics or {"loss": value}
-                for name, figure in diagnostics.items():
-                    result.history.setdefault(name, []).append(figure)
-                result.num_steps += 1
-                if result.num_steps > average_from:
-                    average.update()
-                bar.update(1)
-                if progress and result.num_steps % 25 == 0:
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in diagnostics.items() if k != "bandwidth"}, refresh=False)
-                if path is None:
-                    continue
-                generators = rng_state()
-                if result.num_steps % checkpoint_every == 0:
-                    save_checkpoint(path, result, run, generators, average)
+            with deferred_interrupt() as interrupt:
+                while result.num_steps < num_steps:
+                    # The average needs fixed coordinates: no re-centring in the averaged tail.
+                    run.recentering = result.num_steps < average_from
+                    value = svi.step(*args, **kwargs)
+                    if scheduler:
+                        optim.step()
+                    diagnostics = run.diagnostics or {"loss": value}
+                    for name, figure in diagnostics.items():
+                        result.history.setdefault(name, []).append(figure)
+                    result.num_steps += 1
+                    if result.num_steps > average_from:
+                        average.update()
+                    bar.update(1)
+                    if progress and result.num_steps % 25 == 0:
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in diagnostics.items() if k != "bandwidth"}, refresh=False)
+                    if path is not None:
+                        generators = rng_state()
+                        if result.num_steps % checkpoint_every == 0 or interrupt.requested:
+                            save_checkpoint(path, result, run, generators, average, fingerprint)
+                            saved_at = result.num_steps
+                    if interrupt.requested:
+                        stopped = "between steps"
+                        break
         except KeyboardInterrupt:
-            message = f"fit interrupted after {result.num_steps} of {num_steps} steps"
-            if path is not None:
-                save_checkpoint(path, result, run, generators, average)
-                message += f"; call fit again with checkpoint={str(path)!r} to resume"
-            warn(message, RuntimeWarning)
+            # Raised inside a step (a second Ctrl-C, or an interrupt from elsewhere): the
+            # guide, optimizer and engine may be half-way through it, so nothing is saved.
+            stopped = "inside a step"
         finally:
             bar.close()
             run.recentering = True
+        if stopped is not None:
+            message = f"fit interrupted after {result.num_steps} of {num_steps} steps ({stopped})"
+            if path is not None and saved_at is not None:
+                message += (
+                    f"; the checkpoint holds step {saved_at}: call fit again with checkpoint={str(path)!r} "
+                    "and the same arguments to resume"
+                )
+            elif path is not None:
+                message += "; no checkpoint was written yet"
+            warn(message, RuntimeWarning)
         if result.num_steps == num_steps:
             average.apply()
             if path is not None:
-                save_checkpoint(path, result, run, generators, average)
+                save_checkpoint(path, result, run, generators, average, fingerprint)
         result.ksd = _final_ksd(model, guide, args, kwargs)
+    _keep_fitted_params(result, fitted, store)
     result.seconds = time.perf_counter() - start
     if progress and result.ksd is not None:
         tqdm.write(f"pyro_stein.fit: {result.num_steps} steps in {result.seconds:.1f} s; KSD of the sampler {result.ksd:.3g}")
     return result
+
+
+def _keep_fitted_params(result: FitResult, fitted: StateDict, store: ParamStoreDict) -> None:
+    """Put the fitted parameters where a Pyro user looks after ``SVI`` (the global store:
+    ``pyro.param(name)``, ``Predictive(model, guide=result.guide)``), and give the result
+    its own copy of the model's, which later fits and guides cannot change."""
+    result.param_state = model_param_state(fitted, guide_param_prefix(result.guide))
+    store.set_state(fitted)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[Any]:
+    """Within this context a Ctrl-C (SIGINT) does not interrupt: it sets ``requested`` on
+    the object yielded, and the loop stops at the end of its step, with everything
+    consistent.  A second Ctrl-C interrupts at once (``KeyboardInterrupt``).  Outside the
+    main thread, or where SIGINT is ignored, interrupts behave as usual."""
+    state = SimpleNamespace(requested=False)
+
+    def handle(signum: int, frame: Any) -> None:
+        if state.requested:
+            raise KeyboardInterrupt
+        state.requested = True
+        sys.stderr.write("\npyro_stein.fit: stopping after this step (press Ctrl-C again to stop at once)\n")
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        current = signal.getsignal(signal.SIGINT)
+        if current is not None and current is not signal.SIG_IGN:  # None: a handler not set from Python
+            previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield state
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _final_ksd(model: Callable, guide: Any, args: tuple, kwargs: dict) -> float | None:

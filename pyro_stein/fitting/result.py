@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyro
 import pyro.optim
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, Predictive
 from pyro.infer.autoguide import AutoContinuous
+from pyro.params.param_store import StateDict
+from torch.distributions import transform_to
 
 from ..diagnostics.inference_data import to_inference_data
 from ..engines import Engine
@@ -39,6 +43,14 @@ class FitResult:
         ksd: the kernelized Stein discrepancy of ``KSD_DRAWS`` draws of the returned
             sampler (see [`pyro_stein.ksd()`][pyro_stein.ksd]); near zero when the sampler matches the
             posterior, ``None`` if not computed.
+        param_state: the result's own copy of the model's fitted ``pyro.param`` values, as a
+            parameter-store state (see `params` and `param_scope()`).
+
+    Parameters: `fit()` leaves the fitted ``pyro.param`` values in Pyro's global
+    parameter store, as ``SVI`` does, so ``pyro.param(name)`` and
+    ``Predictive(model, guide=result.guide)`` use them.  The result also keeps its own copy:
+    its methods (`sample()`, `predictive()`, `to_arviz()`) use that copy, so a later fit of
+    the same model (which replaces the global values) does not change them.
     """
 
     model: Callable
@@ -51,12 +63,63 @@ class FitResult:
     num_steps: int = 0
     seconds: float = 0.0
     ksd: float | None = None
+    param_state: StateDict = field(default_factory=lambda: {"params": {}, "constraints": {}}, repr=False)
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """``{name: fitted value}`` of the model's ``pyro.param`` sites (constrained, as
+        ``pyro.param(name)`` returns them).
+
+        Example:
+            >>> import torch, pyro, pyro.distributions as dist
+            >>> import pyro_stein
+            >>> def model(y):
+            ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+            ...     scale = pyro.param("scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+            ...     with pyro.plate("data", len(y)):
+            ...         pyro.sample("y", dist.Normal(mu, scale), obs=y)
+            >>> result = pyro_stein.fit(model, 2.5 * torch.randn(100), num_steps=300, seed=0, progress=False)
+            >>> bool(result.params["scale"] > 2.0), bool(pyro.param("scale") == result.params["scale"])
+            (True, True)
+        """
+        state = self.param_state
+        return {
+            name: transform_to(state["constraints"][name])(value).detach() for name, value in state["params"].items()
+        }
+
+    @contextlib.contextmanager
+    def param_scope(self) -> Iterator[None]:
+        """A context in which ``pyro.param`` reads this fit's own parameter values (a
+        ``pyro.get_param_store().scope``), whatever the global store holds now; for
+        ``Predictive`` or any handler run on the model after other fits.
+
+        Example:
+            >>> import torch, pyro, pyro.distributions as dist
+            >>> from pyro.infer import Predictive
+            >>> import pyro_stein
+            >>> def model(y=None):
+            ...     scale = pyro.param("scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+            ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+            ...     with pyro.plate("data", 100):
+            ...         pyro.sample("y", dist.Normal(mu, scale), obs=y)
+            >>> wide = pyro_stein.fit(model, 3.0 * torch.randn(100), num_steps=300, seed=0, progress=False)
+            >>> narrow = pyro_stein.fit(model, 0.5 * torch.randn(100), num_steps=300, seed=0, progress=False)
+            >>> with wide.param_scope():  # the global store now holds the second fit's scale
+            ...     draws = Predictive(model, guide=wide.guide, num_samples=500)()
+            >>> bool(draws["y"].std() > 2.0)
+            True
+        """
+        state = self.param_state
+        # A copy of the mapping: the store's scope adds what runs inside it to the state it got.
+        with pyro.get_param_store().scope({"params": dict(state["params"]), "constraints": dict(state["constraints"])}):
+            yield
 
     def sample(self, num_samples: int) -> dict[str, torch.Tensor]:
         """``{site: tensor(num_samples, *site_shape)}`` of constrained latent draws."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        return self.guide.sample_posterior(num_samples)
+        with self.param_scope():
+            return self.guide.sample_posterior(num_samples)
 
     def to_arviz(self, num_samples: int = 4000, **kwargs: Any) -> Any:
         """[`pyro_stein.to_inference_data()`][pyro_stein.to_inference_data] of this fit on its training data: posterior,
@@ -75,7 +138,7 @@ class FitResult:
             >>> list(az.summary(result.to_arviz(num_samples=1000), kind="stats").index)
             ['mu']
         """
-        return to_inference_data(self, num_samples=num_samples, **kwargs)
+        return to_inference_data(self, num_samples=num_samples, **kwargs)  # it uses param_scope()
 
     def predictive(
         self, num_samples: int, *args: Any, parallel: bool = True, return_sites: Sequence[str] = (), **kwargs: Any
@@ -103,4 +166,5 @@ class FitResult:
             poutine.uncondition(self.model), guide=self.guide, num_samples=num_samples, parallel=parallel,
             return_sites=return_sites,
         )
-        return predictive(*args, **kwargs)
+        with self.param_scope():
+            return predictive(*args, **kwargs)

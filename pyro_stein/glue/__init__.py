@@ -7,6 +7,8 @@ densities and guides through the names here.
 * `batching`: the one probe of how a model runs for a batch of draws;
 * `autoguide`: [`LatentVectorGuide`][pyro_stein.glue.autoguide.LatentVectorGuide], our guides' base on Pyro's autoguide machinery;
 * `model_outputs`: a model run at many draws (deterministics, log-likelihoods, predictive);
+* `fingerprint`: what a run on a model depends on (its structure, its data), for checkpoints;
+* `params`: the model's ``pyro.param`` values in Pyro's parameter store;
 * `initialization`: per-site starting values; `constraints`: ``biject_to`` registrations.
 
 The constraint registrations take effect when this layer is imported.

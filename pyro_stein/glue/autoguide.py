@@ -12,7 +12,9 @@ parameters through ``pyro.param`` (`parameters_in_pyro()`).  A subclass implemen
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
@@ -22,7 +24,17 @@ from torch import Tensor
 
 from .layout import PARTICLE_PLATE, LatentLayout
 
-__all__ = ["LatentVectorGuide", "autoguide_latent_batch", "is_set_up", "latent_site_name", "set_up"]
+__all__ = [
+    "LatentVectorGuide",
+    "autoguide_latent_batch",
+    "guide_param_prefix",
+    "is_set_up",
+    "latent_site_name",
+    "set_up",
+]
+
+# How many guides of each class this process has made: each gets its own parameter names.
+_instances: defaultdict[str, itertools.count] = defaultdict(itertools.count)
 
 
 class LatentVectorGuide(AutoContinuous):
@@ -35,6 +47,16 @@ class LatentVectorGuide(AutoContinuous):
     """
 
     layout: LatentLayout
+
+    def __init__(self, model: Callable, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        # Pyro names an autoguide's parameters after its class, so two guides of one class
+        # share names in the parameter store: a second guide on another model would then read
+        # (or train) the first one's tensors. Each guide gets its own prefix instead: the first
+        # of a class keeps the class name (as Pyro's own guides), later ones get "_2", "_3", ...
+        name = type(self).__name__
+        number = next(_instances[name])
+        self._pyro_name = name if number == 0 else f"{name}_{number + 1}"
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
         """Set the guide up for the model arguments (once; hidden from outer handlers)."""
@@ -105,6 +127,13 @@ def set_up(guide: AutoContinuous, args: tuple, kwargs: dict) -> None:
     if guide.prototype_trace is None:
         with poutine.block():
             guide(*args, **kwargs)
+
+
+def guide_param_prefix(guide: Any) -> str:
+    """The prefix of a Pyro autoguide's (or ``PyroModule``'s) parameter names in the
+    parameter store, e.g. ``'AutoNeuralSampler.'``; ``''`` for a guide function."""
+    name = getattr(guide, "_pyro_name", None)
+    return f"{name}." if name else ""
 
 
 def latent_site_name(guide: AutoContinuous) -> str:

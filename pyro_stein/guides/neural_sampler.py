@@ -23,6 +23,7 @@ means the same thing for a latent with posterior scale 1e-3 as for one with scal
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import pyro.distributions as dist
@@ -86,6 +87,14 @@ class ImplicitLatent(dist.TorchDistribution):
             "density, so density-based losses such as Trace_ELBO cannot train it. Use "
             "loss=pyro_stein.AmortizedSVGD() or loss=pyro_stein.CTFDistillation()."
         )
+
+
+def _callable_name(fn: Callable) -> str:
+    """A name for a function that is the same in every process (no memory address)."""
+    if isinstance(fn, functools.partial):
+        arguments = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in fn.keywords.items()]
+        return f"{_callable_name(fn.func)}({', '.join(arguments)})"
+    return getattr(fn, "__qualname__", type(fn).__qualname__)
 
 
 class _ResidualMLP(PyroModule):
@@ -168,12 +177,24 @@ class AutoNeuralSampler(LatentVectorGuide):
             raise ValueError(f"init_scale must be 'laplace' or a positive number, got {init_scale!r}")
         if hidden_dims is not None and any(int(h) < 1 for h in hidden_dims):
             raise ValueError(f"hidden_dims must be positive integers, got {hidden_dims!r}")
+        self.init_loc_fn = init_loc_fn
         self.init_scale = init_scale
         self.hidden_dims = None if hidden_dims is None else tuple(int(h) for h in hidden_dims)
         self.activation = activation
         self.num_summary_samples = int(num_summary_samples)
         self.init_report: dict[str, object] = {}
         super().__init__(model, init_loc_fn=init_loc_fn)
+
+    @property
+    def config(self) -> dict[str, object]:
+        """The guide's options (what a checkpoint records of it)."""
+        return {
+            "init_loc_fn": _callable_name(self.init_loc_fn),
+            "init_scale": self.init_scale,
+            "hidden_dims": self.hidden_dims,
+            "activation": self.activation.__name__,
+            "num_summary_samples": self.num_summary_samples,
+        }
 
     # ------------------------------------------------------------------ set-up
     def setup_sampler(self, args: tuple, kwargs: dict) -> None:

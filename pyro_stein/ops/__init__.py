@@ -7,5 +7,6 @@
 * `laplace`: mode search and the Laplace approximation of a batched log density;
 * `surrogate`: the surrogate that moves a sampler's draws along per-draw directions;
 * `nn`: the package's one multilayer-perceptron builder;
-* `caller`: warnings attributed to the user's line.
+* `caller`: warnings attributed to the user's line;
+* `digest`: content digests of values (what a checkpoint records of its run's data).
 """

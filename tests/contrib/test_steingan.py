@@ -240,18 +240,37 @@ def test_command_line_run_writes_its_outputs_and_resumes(tmp_path, capsys):
         for name in ("classifier_frechet", "inception_score", "class_entropy", "diversity", "coverage"):
             assert math.isfinite(report["final"][name])
         assert ("rbm_test_log_likelihood" in report["final"]) == (energy == "rbm")
-    # Interrupted after 2 epochs and resumed to 3 = 3 epochs straight through.
-    assert main(["--epochs", "3", "--out", str(tmp_path / "ae"), "--no-progress"]) == 0
+    # Interrupted (Ctrl-C) as its third epoch starts, then resumed = 3 epochs straight through.
+    import pyro_stein.contrib.imaging.training as training
+
+    schedule = training.learning_rate_factor
+
+    def interrupted_schedule(epoch, epochs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return schedule(epoch, epochs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "learning_rate_factor", interrupted_schedule)
+        with pytest.raises(KeyboardInterrupt):
+            main(["--epochs", "3", "--out", str(tmp_path / "cut"), "--no-progress"])
+    assert main(["--epochs", "3", "--out", str(tmp_path / "cut"), "--no-progress"]) == 0
     assert main(["--epochs", "3", "--out", str(tmp_path / "straight"), "--no-progress"]) == 0
-    resumed = json.loads((tmp_path / "ae" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     assert resumed["history"]["epoch"] == [1, 2, 3]
     assert resumed["history"]["data_energy"] == straight["history"]["data_energy"]
     assert resumed["final"]["classifier_frechet"] == straight["final"]["classifier_frechet"]
     capsys.readouterr()
-    # The RBM run's checkpoint cannot resume an autoencoder run: an error, not a traceback.
-    assert main(["--energy", "ae", "--epochs", "3", "--out", str(tmp_path / "rbm"), "--no-progress"]) == 2
-    assert "written by a different model" in capsys.readouterr().err
+    # A checkpoint resumes only its own run: not another energy, seed or length, and
+    # metrics.json is left as it was.
+    assert main(["--energy", "ae", "--epochs", "2", "--out", str(tmp_path / "rbm"), "--no-progress"]) == 2
+    assert "energy: 'rbm' in the checkpoint's run, 'ae' in this one" in capsys.readouterr().err
+    assert main(["--epochs", "3", "--seed", "1", "--out", str(tmp_path / "cut"), "--no-progress"]) == 2
+    assert "seed: 0 in the checkpoint's run, 1 in this one" in capsys.readouterr().err
+    assert main(["--epochs", "4", "--out", str(tmp_path / "cut"), "--no-progress"]) == 2
+    assert "epochs: 3 in the checkpoint's run, 4 in this one" in capsys.readouterr().err
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["seed"] == 0
     assert main(["--dataset", str(tmp_path / "no_such_mnist"), "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
     assert "no MNIST data" in capsys.readouterr().err
 
@@ -357,3 +376,21 @@ def test_a_garbage_npz_is_named_without_numpys_pickle_advice(tmp_path):
              x_test=np.zeros((1, 2, 2)), y_test=np.zeros(1))
     with pytest.raises(ValueError, match="array 'x_train' holds Python objects"):
         load_mnist(tmp_path / "objects.npz")
+
+
+def test_the_training_loop_refuses_a_checkpoint_of_other_data(tmp_path):
+    from pyro_stein.contrib.imaging.baselines import GAN
+    from pyro_stein.contrib.imaging.generator import Generator
+    from pyro_stein.contrib.imaging.training import train
+
+    def gan():
+        torch.manual_seed(0)
+        return GAN(Generator(16, noise_dim=4, hidden_dims=(8,)), 16, hidden_dims=(8,))
+
+    path = tmp_path / "checkpoint.pt"
+    first, second = torch.rand(2, 40, 16)
+    train(gan(), first, epochs=2, batch_size=20, progress=False, checkpoint=path,
+          fingerprint={"dataset": "a"})
+    with pytest.raises(ValueError, match=r"belongs to another run.*data: tensor float32 \(40, 16\) sha256 \w+ in the checkpoint's run, tensor float32 \(40, 16\) sha256 \w+ in this one"):
+        train(gan(), second, epochs=2, batch_size=20, progress=False, checkpoint=path,
+              fingerprint={"dataset": "a"})

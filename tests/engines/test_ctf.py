@@ -199,7 +199,7 @@ def test_step_size_adapts_and_survives_a_checkpoint(tmp_path):
     steps = result.history["step_size"]
     # Acceptance near 1 at h = 0.01, 0.1 above the target: h grows by exp(0.05 * 0.1) a step.
     assert steps[-1] > 0.01 * 1.25
-    resumed_engine = CTFDistillation()
+    resumed_engine = CTFDistillation(step_size=0.01)  # a new engine object with the same options
     resumed = pyro_stein.fit(model, engine=resumed_engine, num_steps=60, seed=0, progress=False, checkpoint=tmp_path / "c.pt")
     assert resumed_engine.run_of(resumed.guide).step_size == engine.run_of(result.guide).step_size
 

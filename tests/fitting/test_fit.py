@@ -1,3 +1,6 @@
+import os
+import signal
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -46,23 +49,15 @@ def test_the_posterior_predictive_draws_the_observations_anew():
     assert at_new_inputs.shape == (7, 3)
 
 
-def test_fit_leaves_the_global_param_store_alone():
-    pyro.param("users_own_param", torch.tensor(3.0))
-    pyro_stein.fit(model, Y, num_steps=5, seed=0, progress=False)
-    assert set(pyro.get_param_store().keys()) == {"users_own_param"}
-
-
-def interrupt_at_step(monkeypatch, step_number):
-    """Make the step_number-th SVI step raise KeyboardInterrupt half-way through (after
-    drawing random numbers), as Ctrl-C would."""
+def interrupt_at_step(monkeypatch, step_number, *, signal_number=signal.SIGINT):
+    """Press Ctrl-C (deliver SIGINT to this process) as the step_number-th SVI step starts."""
     original = SVI.step
     calls = {"count": 0}
 
     def step(self, *args, **kwargs):
         calls["count"] += 1
         if calls["count"] == step_number:
-            torch.randn(5)
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal_number)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(SVI, "step", step)
@@ -72,32 +67,84 @@ def _state(result):
     return {k: v.clone() for k, v in result.guide.state_dict().items()}
 
 
+def assert_same_run(first, second):
+    assert first.num_steps == second.num_steps
+    assert first.history == second.history
+    first_state, second_state = _state(first), _state(second)
+    assert first_state.keys() == second_state.keys()
+    for name, value in first_state.items():
+        assert torch.equal(value, second_state[name]), name
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint_exactly(tmp_path, monkeypatch):
     straight = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False)
 
     path = tmp_path / "run.ckpt"
     with monkeypatch.context() as patch:
         interrupt_at_step(patch, 71)
-        with pytest.warns(RuntimeWarning, match="interrupted after 70 of 120 steps.*resume"):
+        # Ctrl-C waits for the end of the step it lands in: the checkpoint holds step 71.
+        with pytest.warns(RuntimeWarning, match="interrupted after 71 of 120 steps.*holds step 71.*resume"):
             partial = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False, checkpoint=path)
-    assert partial.num_steps == 70 and path.exists()
+    assert partial.num_steps == 71 and path.exists()
 
-    # a new process: a new guide, another seed; the checkpoint decides everything
-    resumed = pyro_stein.fit(model, Y, num_steps=120, seed=123, progress=False, checkpoint=path)
-    assert resumed.num_steps == 120
-    assert resumed.history == straight.history
-    straight_state, resumed_state = _state(straight), _state(resumed)
-    assert straight_state.keys() == resumed_state.keys()
-    for name, value in straight_state.items():
-        assert torch.equal(value, resumed_state[name]), name
+    # as in a new process: a new guide, other generator states; the checkpoint decides everything
+    torch.manual_seed(99)
+    resumed = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False, checkpoint=path)
+    assert_same_run(straight, resumed)
+
+
+def test_an_interrupt_inside_a_recentring_step_still_resumes_exactly(tmp_path, monkeypatch):
+    """Ctrl-C while the preconditioner is being re-centred (at the start of step 51): the step completes
+    before the run stops, so the checkpoint never holds a half-moved preconditioner."""
+    straight = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False)
+    original = AutoNeuralSampler.recenter
+    moved = {"count": 0}
+
+    def recenter(self, *args, **kwargs):
+        moved["count"] += 1
+        os.kill(os.getpid(), signal.SIGINT)  # lands as the preconditioner is about to move
+        return original(self, *args, **kwargs)
+
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setattr(AutoNeuralSampler, "recenter", recenter)
+        with pytest.warns(RuntimeWarning, match="interrupted after 51 of 120 steps"):
+            partial = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False, checkpoint=path)
+    assert moved["count"] == 1 and partial.num_steps == 51
+    resumed = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False, checkpoint=path)
+    assert_same_run(straight, resumed)
+
+
+def test_an_interrupt_raised_inside_a_step_saves_nothing_half_done(tmp_path, monkeypatch):
+    """A KeyboardInterrupt raised inside a step (a second Ctrl-C) may leave the guide and
+    optimizer half-way through it: the checkpoint keeps the last complete save."""
+    straight = pyro_stein.fit(model, Y, num_steps=60, seed=0, progress=False)
+    original = SVI.step
+    calls = {"count": 0}
+
+    def step(self, *args, **kwargs):
+        calls["count"] += 1
+        value = original(self, *args, **kwargs)
+        if calls["count"] == 45:
+            raise KeyboardInterrupt  # after the step moved the guide, before fit counted it
+        return value
+
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setattr(SVI, "step", step)
+        with pytest.warns(RuntimeWarning, match="after 44 of 60 steps \\(inside a step\\).*holds step 40"):
+            pyro_stein.fit(model, Y, num_steps=60, seed=0, progress=False, checkpoint=path, checkpoint_every=20)
+    resumed = pyro_stein.fit(model, Y, num_steps=60, seed=0, progress=False, checkpoint=path, checkpoint_every=20)
+    assert_same_run(straight, resumed)
 
 
 def test_interrupt_without_checkpoint_returns_the_partial_result(monkeypatch):
     interrupt_at_step(monkeypatch, 40)
-    with pytest.warns(RuntimeWarning, match="interrupted after 39 of 100 steps"):
+    with pytest.warns(RuntimeWarning, match="interrupted after 40 of 100 steps"):
         result = pyro_stein.fit(model, Y, num_steps=100, seed=0, progress=False)
-    assert result.num_steps == 39
+    assert result.num_steps == 40
     assert result.sample(3)["mu"].shape == (3,)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # fit put Python's handler back
 
 
 def test_a_checkpoint_from_another_model_is_refused(tmp_path):

@@ -82,7 +82,9 @@ def run_experiment(
         }
 
     history = train(trainer, train_x, epochs=epochs, seed=seed, progress=progress,
-                    checkpoint=out / "checkpoint.pt", on_epoch=evaluate, progress_label="ADE")
+                    checkpoint=out / "checkpoint.pt", on_epoch=evaluate, progress_label="ADE",
+                    fingerprint={"dataset": data.name, "levels": levels,
+                                 **{f"model option {k}": v for k, v in trainer.ade.config.items()}})
     final = final_figures(history)
     report = {
         "dataset": data.name,

@@ -11,14 +11,15 @@ baseline ([`GAN`][pyro_stein.contrib.imaging.baselines.GAN]), ADE's trainer
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ...fitting.checkpoint import read_state, write_state
+from ...fitting.checkpoint import read_state, refuse_other_run, write_state
+from ...ops.digest import describe
 
 #: The kind of the checkpoints the case studies' training loop writes.
 TRAINING_CHECKPOINT = "pyro_stein.contrib.imaging.train"
@@ -50,6 +51,7 @@ def train(
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[int, Any], dict[str, float]] | None = None,
     progress_label: str = "training",
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> dict[str, list[float]]:
     """Train for ``epochs`` passes over ``data`` (flat images ``(N, D)``), with the paper's
     learning-rate schedule, a tqdm bar, and a checkpoint that a later call resumes from.
@@ -68,6 +70,10 @@ def train(
         on_epoch: called after each epoch with ``(epoch, gan)``; the figures it returns
             join the history (the metrics of the case study).
         progress_label: the progress bar's label (the study's name: ``"SteinGAN"``, ``"ADE"``).
+        fingerprint: what else the run depends on, ``{what: value}`` (the dataset's name,
+            the model's options).  The checkpoint records it with the data's contents,
+            ``epochs``, ``batch_size`` and ``seed``; resuming from a checkpoint of a run that
+            differs in any of them is refused, naming the difference.
 
     Returns:
         ``{figure: [value per epoch]}``: the mean of each step figure over the epoch, and
@@ -89,8 +95,17 @@ def train(
     start = 0
     path = None if checkpoint is None else Path(checkpoint)
     torch.manual_seed(seed)
+    recorded = {
+        "data": describe(data),
+        "labels": describe(labels),
+        "epochs": describe(epochs),
+        "batch_size": describe(batch_size),
+        "seed": describe(seed),
+        **{what: describe(value) for what, value in (fingerprint or {}).items()},
+    }
     if path is not None and path.exists():
         state = read_state(path, TRAINING_CHECKPOINT)
+        refuse_other_run(path, state.get("fingerprint"), recorded)
         try:
             gan.load_state_dict(state["gan"])
         except (RuntimeError, KeyError) as error:
@@ -122,7 +137,13 @@ def train(
         bar.update(1)
         bar.set_postfix({name: f"{values[-1]:.3g}" for name, values in history.items() if name != "epoch"}, refresh=False)
         if path is not None:
-            state = {"gan": gan.state_dict(), "history": history, "epoch": epoch + 1, "torch_rng": torch.get_rng_state()}
+            state = {
+                "fingerprint": recorded,
+                "gan": gan.state_dict(),
+                "history": history,
+                "epoch": epoch + 1,
+                "torch_rng": torch.get_rng_state(),
+            }
             write_state(path, state, TRAINING_CHECKPOINT)
     bar.close()
     return history

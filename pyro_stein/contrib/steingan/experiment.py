@@ -116,7 +116,8 @@ def run_experiment(
         return figures
 
     history = train(model, flat_train, labels=data.train_labels if conditional else None, epochs=epochs, seed=seed,
-                    progress=progress, checkpoint=out / "checkpoint.pt", on_epoch=evaluate, progress_label="SteinGAN")
+                    progress=progress, checkpoint=out / "checkpoint.pt", on_epoch=evaluate, progress_label="SteinGAN",
+                    fingerprint={"dataset": data.name, "method": method, "energy": energy, "conditional": conditional})
     seconds = time.perf_counter() - started
     final = final_figures(history)
     report = {

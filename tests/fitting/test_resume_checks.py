@@ -1,0 +1,121 @@
+"""A checkpoint resumes only the run that wrote it: each difference in what the run
+depends on is refused, and named (issue 17, item 2)."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import pyro_stein
+from pyro_stein import AmortizedSVGD, AutoNeuralSampler
+from pyro_stein.fitting.checkpoint import FIT_CHECKPOINT, read_state, write_state
+
+
+def model(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+Y = torch.tensor([1.2, 0.4, 2.2, 1.9, 0.8, 1.5])
+STEPS = 4
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "run.ckpt"
+    pyro_stein.fit(model, Y, num_steps=STEPS, seed=0, progress=False, checkpoint=path)
+    return path
+
+
+def refused(path, pattern, the_model=model, *args, **options):
+    settings = {"num_steps": STEPS, "seed": 0, "progress": False, "checkpoint": path, **options}
+    with pytest.raises(ValueError, match="belongs to another run, so it cannot be resumed: .*" + pattern):
+        pyro_stein.fit(the_model, *(args or (Y,)), **settings)
+
+
+def test_the_same_run_resumes(checkpoint):
+    result = pyro_stein.fit(model, Y, num_steps=STEPS, seed=0, progress=False, checkpoint=checkpoint)
+    assert result.num_steps == STEPS
+
+
+def test_other_data_of_the_same_shape_is_refused(checkpoint):
+    refused(
+        checkpoint,
+        r"argument 'y': tensor float32 \(6,\) sha256 \w+ in the checkpoint's run, tensor float32 \(6,\) sha256 \w+ in this one",
+        model,
+        Y + 1.0,
+    )
+
+
+def test_another_site_of_the_same_size_is_refused(checkpoint):
+    def renamed(y):
+        mu = pyro.sample("location", dist.Normal(0.0, 5.0))
+        sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    # Same latent size (2), same shapes: only the fingerprint tells them apart.
+    refused(checkpoint, r"model: .*model in the checkpoint's run, .*renamed in this one; site 'mu': latent Normal.*absent from this one.*site 'location'", renamed)
+
+
+def test_another_support_or_family_is_refused(checkpoint):
+    def model(y):  # the same name: only the site tells them apart
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    refused(checkpoint, r"site 'sigma': latent HalfNormal, .* in the checkpoint's run, latent LogNormal, .* in this one", model)
+
+
+def test_another_seed_engine_guide_or_length_is_refused(checkpoint):
+    refused(checkpoint, "seed: 0 in the checkpoint's run, 1 in this one", seed=1)
+    refused(checkpoint, "engine: AmortizedSVGD.*num_particles=512.* in the checkpoint's run, AmortizedSVGD.*num_particles=64", engine=AmortizedSVGD(num_particles=64))
+    refused(checkpoint, "engine: AmortizedSVGD.* CTFDistillation", engine="ctf")
+    refused(checkpoint, r"guide: AutoNeuralSampler\(.*hidden_dims=None.* in the checkpoint's run, .*hidden_dims=\(8,\)", guide=AutoNeuralSampler(model, hidden_dims=(8,)))
+    refused(checkpoint, "num_steps: 4 in the checkpoint's run, 6 in this one", num_steps=6)
+    refused(checkpoint, "optimizer: ", optim=pyro.optim.Adam({"lr": 0.1}))
+
+
+def test_a_checkpoint_without_a_fingerprint_is_refused(checkpoint):
+    state = read_state(checkpoint, FIT_CHECKPOINT)
+    del state["fingerprint"]
+    write_state(checkpoint, state, FIT_CHECKPOINT)
+    refused(checkpoint, r"argument 'y': absent from the checkpoint's run")
+
+
+def test_model_parameters_are_checkpointed_and_resumed_exactly(tmp_path, monkeypatch):
+    def scaled(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+        scale = pyro.param("scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+    straight = pyro_stein.fit(scaled, Y, num_steps=40, seed=0, progress=False)
+    path = tmp_path / "run.ckpt"
+    pyro_stein.fit(scaled, Y, num_steps=40, seed=0, progress=False, checkpoint=path, checkpoint_every=20)
+    state = read_state(path, FIT_CHECKPOINT)
+    assert set(state["model_params"]) == {"scale"}
+    assert "param 'scale'" in state["fingerprint"]
+
+    # A run stopped inside step 25 keeps its step-20 checkpoint; resuming repeats the rest.
+    from pyro.infer import SVI
+
+    original, calls = SVI.step, {"count": 0}
+
+    def step(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 25:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    cut = tmp_path / "interrupted.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setattr(SVI, "step", step)
+        with pytest.warns(RuntimeWarning, match="holds step 20"):
+            pyro_stein.fit(scaled, Y, num_steps=40, seed=0, progress=False, checkpoint=cut, checkpoint_every=20)
+    resumed = pyro_stein.fit(scaled, Y, num_steps=40, seed=0, progress=False, checkpoint=cut, checkpoint_every=20)
+    assert resumed.history == straight.history
+    assert torch.equal(resumed.params["scale"], straight.params["scale"])
