@@ -143,7 +143,7 @@ class CTFDistillation(ParticleEngine):
     # Measured as for AmortizedSVGD: the flow's batch comes out too narrow, less so with more
     # particles (sd ratios 0.91-0.95 at 32, 0.95-0.97 at 64).
     reliable_particles = 32
-    measured_spreads = {2: "0.31 to 0.45 times", 4: "0.57 to 0.65 times", 8: "0.72 to 0.79 times", 16: "0.85 to 0.89 times"}
+    measured_spreads = {2: "0.31 to 0.44 times", 4: "0.57 to 0.65 times", 8: "0.73 to 0.78 times", 16: "0.84 to 0.89 times"}
 
     def __init__(
         self,

@@ -159,6 +159,13 @@ def _relabel(named: Mapping[str, Any], old: str, new: str) -> dict[str, Any]:
     return {new + name[len(old):] if name.startswith(old) else name: value for name, value in named.items()}
 
 
+def _optimizer_state(optim: Any) -> dict[str, Any]:
+    """The optimizer's state of this run's parameters: an optimizer object used by an
+    earlier fit too also holds state of parameters that are gone (Pyro names them None)."""
+    store = pyro.get_param_store()
+    return {name: state for name, state in optim.get_state().items() if name is not None and name in store}
+
+
 def rng_state() -> dict[str, Any]:
     """Every generator a step may draw from: Python's, NumPy's, torch's CPU and CUDA ones,
     as tensors and plain values (NumPy's key array becomes an int64 tensor)."""
@@ -187,7 +194,7 @@ def save_checkpoint(
         "fingerprint": dict(fingerprint),
         "guide": result.guide.state_dict(),
         "model_params": model_params(pyro.get_param_store(), prefix),
-        "optim": _relabel(result.optim.get_state(), prefix, _GUIDE),
+        "optim": _relabel(_optimizer_state(result.optim), prefix, _GUIDE),
         "engine": run.state_dict(),
         "history": result.history,
         "num_steps": result.num_steps,

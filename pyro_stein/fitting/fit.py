@@ -20,20 +20,20 @@ import pyro.optim
 import pyro.poutine as poutine
 import torch
 from pyro.infer import ELBO, SVI
-from pyro.infer.autoguide import AutoContinuous
+from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from pyro.params.param_store import ParamStoreDict, StateDict
 from tqdm.auto import tqdm
 
 from ..diagnostics.ksd import ksd_of_latents
 from ..engines import AmortizedSVGD, CTFDistillation, Engine
-from ..glue.autoguide import guide_param_prefix
+from ..glue.autoguide import guide_param_prefix, set_up
 from ..glue.density import UnconstrainedLogDensity
 from ..glue.fingerprint import argument_fingerprint, model_fingerprint
 from ..glue.params import model_param_state
 from ..guides.neural_sampler import AutoNeuralSampler
 from ..guides.protocols import LatentSampler, ParticleSampler
 from ..ops.caller import warn
-from ..ops.digest import describe, digest_of_bytes
+from ..ops.digest import describe
 from .averaging import TailAverage
 from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkpoint
 from .result import FitResult
@@ -161,13 +161,9 @@ def run_fingerprint(
     fingerprint["engine"] = _described(
         engine, {k: v for k, v in vars(engine).items() if not k.startswith("_") and k not in _ENGINE_STATE}
     )
-    guide_options = dict(getattr(guide, "config", {}))
-    tensors = guide.state_dict() if isinstance(guide, torch.nn.Module) else {}
-    if tensors:  # a guide passed in already set up (a fresh one has no tensors yet)
-        shapes = repr([(name, tuple(value.shape)) for name, value in tensors.items()]).encode()
-        numbers = sum(value.numel() for value in tensors.values())
-        guide_options["tensors"] = f"{len(tensors)} of {numbers} numbers, shapes sha256 {digest_of_bytes(shapes)}"
-    fingerprint["guide"] = _described(guide, guide_options)
+    # Options only: the guide's tensors are the run's state (resuming with the guide object
+    # the interrupted call trained is the same run), and loading them checks their shapes.
+    fingerprint["guide"] = _described(guide, dict(getattr(guide, "config", {})))
     optim_options = {
         "optimizer": getattr(optim, "pt_optim_constructor", None),
         "arguments": getattr(optim, "pt_optim_args", None),
@@ -273,8 +269,9 @@ def fit(
     second Ctrl-C stops at once, saving nothing half-done.
 
     The model's ``pyro.param`` sites start from their initial values (a fresh parameter
-    store) and are trained with the guide; afterwards the fitted values are in Pyro's global
-    parameter store, as after ``SVI``, and the result keeps its own copy
+    store; the parameters of a ``PyroModule`` model live in the module, so they start from
+    its current values) and are trained with the guide; afterwards the fitted values are in
+    Pyro's global parameter store, as after ``SVI``, and the result keeps its own copy
     (`FitResult.params`, `FitResult.param_scope()`).
     """
     if num_steps is None:
@@ -307,12 +304,14 @@ def fit(
         fingerprint: dict[str, str] = {}
         saved = None
         if path is not None:
-            settings = {"seed": seed, "num_steps": num_steps, "average_last": average_last}
+            settings = {"seed": seed, "num_steps": num_steps, "average_last": float(average_last)}
             fingerprint = run_fingerprint(model, args, kwargs, engine=engine, guide=guide, optim=optim, settings=settings)
             if path.exists():
                 saved = read_checkpoint(path, fingerprint)
         run = engine.start_run(model, guide, *args, **kwargs) if isinstance(engine, Engine) else _LossRun()
         if saved is not None:
+            if isinstance(guide, AutoGuide):
+                set_up(guide, args, kwargs)  # a Pyro autoguide makes its parameters on its first run
             load_checkpoint(path, saved, result, run, average)
         svi = SVI(model, guide, optim, loss=engine)
         scheduler = isinstance(optim, pyro.optim.PyroLRScheduler)
@@ -352,7 +351,7 @@ def fit(
         finally:
             bar.close()
             run.recentering = True
-        if stopped is not None:
+        if stopped is not None and result.num_steps < num_steps:
             message = f"fit interrupted after {result.num_steps} of {num_steps} steps ({stopped})"
             if path is not None and saved_at is not None:
                 message += (
@@ -379,7 +378,9 @@ def _keep_fitted_params(result: FitResult, fitted: StateDict, store: ParamStoreD
     ``pyro.param(name)``, ``Predictive(model, guide=result.guide)``), and give the result
     its own copy of the model's, which later fits and guides cannot change."""
     result.param_state = model_param_state(fitted, guide_param_prefix(result.guide))
-    store.set_state(fitted)
+    # The model's parameters only: a guide holds its own, and Pyro's autoguides of one class
+    # share names, so putting a guide's in the global store would hand them to another guide.
+    store.set_state(model_param_state(fitted, guide_param_prefix(result.guide)))
 
 
 @contextlib.contextmanager

@@ -110,8 +110,10 @@ class FitResult:
             True
         """
         state = self.param_state
-        # A copy of the mapping: the store's scope adds what runs inside it to the state it got.
-        with pyro.get_param_store().scope({"params": dict(state["params"]), "constraints": dict(state["constraints"])}):
+        # New tensors each time: a PyroModule model adopts the store's tensors as its own, and
+        # a later fit would then train this result's copy in place.
+        params = {name: value.detach().clone() for name, value in state["params"].items()}
+        with pyro.get_param_store().scope({"params": params, "constraints": dict(state["constraints"])}):
             yield
 
     def sample(self, num_samples: int) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyro
 import pyro.poutine as poutine
-from pyro.infer.autoguide import AutoContinuous
+from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from torch import Tensor
 
 from .layout import PARTICLE_PLATE, LatentLayout
@@ -121,7 +121,7 @@ def is_set_up(guide: AutoContinuous) -> bool:
     return guide.prototype_trace is not None
 
 
-def set_up(guide: AutoContinuous, args: tuple, kwargs: dict) -> None:
+def set_up(guide: AutoGuide, args: tuple, kwargs: dict) -> None:
     """Set an autoguide up for the model arguments, if it is not yet: one guide run hidden
     from outer handlers (it draws, as ``SVI``'s first step would)."""
     if guide.prototype_trace is None:

@@ -9,6 +9,7 @@ naming the entry that differs.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ import pyro
 import pyro.util
 from pyro.poutine.util import site_is_subsample
 
-from ..ops.digest import describe
+from ..ops.digest import describe, digest_of_bytes
 from .layout import feasible_trace
 
 __all__ = ["argument_fingerprint", "model_fingerprint"]
@@ -29,6 +30,13 @@ def _family(fn: Any) -> str:
     while hasattr(fn, "base_dist") and type(fn).__name__ in {"Independent", "ExpandedDistribution", "MaskedDistribution"}:
         fn = fn.base_dist
     return type(fn).__name__
+
+
+def _model_name(model: Callable[..., Any]) -> str:
+    if isinstance(model, functools.partial):
+        return f"partial of {_model_name(model.func)}"
+    name = getattr(model, "__qualname__", None) or type(model).__qualname__
+    return f"{getattr(model, '__module__', None) or type(model).__module__}.{name}"
 
 
 def model_fingerprint(model: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, str]:
@@ -44,16 +52,18 @@ def model_fingerprint(model: Callable[..., Any], args: tuple, kwargs: dict) -> d
         ...     with pyro.plate("data", len(y)):
         ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
         >>> model_fingerprint(model, (torch.zeros(3),), {})
-        {'model': '...model', "site 'mu'": 'latent Normal, batch (), event (), support Real()', "site 'y'": 'observed Normal, batch (3,), event (), support Real()', "plate 'data'": 'size 3, dim -1'}
+        {'model': '...model', "site 'mu'": 'latent Normal, batch (), event (), support Real(), parameters sha256 ...', "site 'y'": 'observed Normal, batch (3,), event (), support Real(), parameters and values sha256 ...', "plate 'data'": 'size 3, dim -1'}
     """
     generators = pyro.util.get_rng_state()
     try:
+        # A fixed seed: a model that draws (a subsample, a random initial parameter) traces
+        # the same in every process.
+        pyro.set_rng_seed(0)
         with pyro.get_param_store().scope():
             trace = feasible_trace(model, args, kwargs)
     finally:
         pyro.util.set_rng_state(generators)
-    name = getattr(model, "__qualname__", type(model).__qualname__)
-    fingerprint = {"model": f"{getattr(model, '__module__', None) or type(model).__module__}.{name}"}
+    fingerprint = {"model": _model_name(model)}
     plates: dict[str, str] = {}
     for site_name, site in trace.nodes.items():
         if site["type"] == "param":
@@ -64,8 +74,12 @@ def model_fingerprint(model: Callable[..., Any], args: tuple, kwargs: dict) -> d
             continue
         fn = site["fn"]
         role = "observed" if site["is_observed"] else "latent"
+        # The distribution's parameters (and the observed values) at the feasible point: a
+        # changed prior, or data the model holds itself (a closure, a partial), shows here.
+        contents = describe(vars(fn)) + (describe(site["value"]) if site["is_observed"] else "")
         fingerprint[f"site {site_name!r}"] = (
-            f"{role} {_family(fn)}, batch {tuple(fn.batch_shape)}, event {tuple(fn.event_shape)}, support {fn.support}"
+            f"{role} {_family(fn)}, batch {tuple(fn.batch_shape)}, event {tuple(fn.event_shape)}, support {fn.support}, "
+            f"{'parameters and values' if site['is_observed'] else 'parameters'} sha256 {digest_of_bytes(contents.encode())}"
         )
         for frame in site["cond_indep_stack"]:
             subsample = "" if frame.full_size in (None, frame.size) else f", subsample {frame.size}"

@@ -23,7 +23,6 @@ means the same thing for a latent with posterior scale 1e-3 as for one with scal
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 import pyro.distributions as dist
@@ -87,14 +86,6 @@ class ImplicitLatent(dist.TorchDistribution):
             "density, so density-based losses such as Trace_ELBO cannot train it. Use "
             "loss=pyro_stein.AmortizedSVGD() or loss=pyro_stein.CTFDistillation()."
         )
-
-
-def _callable_name(fn: Callable) -> str:
-    """A name for a function that is the same in every process (no memory address)."""
-    if isinstance(fn, functools.partial):
-        arguments = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in fn.keywords.items()]
-        return f"{_callable_name(fn.func)}({', '.join(arguments)})"
-    return getattr(fn, "__qualname__", type(fn).__qualname__)
 
 
 class _ResidualMLP(PyroModule):
@@ -189,7 +180,7 @@ class AutoNeuralSampler(LatentVectorGuide):
     def config(self) -> dict[str, object]:
         """The guide's options (what a checkpoint records of it)."""
         return {
-            "init_loc_fn": _callable_name(self.init_loc_fn),
+            "init_loc_fn": self.init_loc_fn,
             "init_scale": self.init_scale,
             "hidden_dims": self.hidden_dims,
             "activation": self.activation.__name__,

@@ -7,6 +7,8 @@ same description hold the same numbers.  Plain values are described by their ``r
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import inspect
 from collections.abc import Mapping
@@ -30,28 +32,42 @@ def _tensor_bytes(value: torch.Tensor) -> bytes:
     value = value.detach()
     if value.layout != torch.strided:
         value = value.to_dense()
-    value = value.cpu().contiguous()
+    # A conjugated or negated view holds its flag, not its numbers: resolve it first.
+    value = value.resolve_conj().resolve_neg().cpu().contiguous().reshape(-1)
     if value.dtype == torch.bfloat16 or value.is_complex() or value.dtype == torch.bool:
         return value.view(torch.uint8).numpy().tobytes() if value.numel() else b""
     return value.numpy().tobytes()
 
 
-def describe(value: Any) -> str:
+# Object attributes are followed this deep; deeper ones count as not compared.
+_MAX_DEPTH = 4
+
+
+def describe(value: Any, _depth: int = 0) -> str:
     """A one-line description of ``value`` that changes when its contents change.
+
+    Tensors and arrays are described by dtype, shape (and device, if not the CPU) and a
+    SHA-256 of their numbers; containers by their items (a mapping's keys sorted, a set's
+    items sorted); dataclasses and other objects by their class and attributes; functions
+    and classes by their qualified name.
 
     Example:
         >>> describe(torch.zeros(3))
         'tensor float32 (3,) sha256 ...'
         >>> describe(torch.zeros(3)) == describe(torch.zeros(3)), describe(torch.zeros(3)) == describe(torch.ones(3))
         (True, False)
-        >>> describe({"n": 5, "scale": 2.0})
+        >>> describe({"scale": 2.0, "n": 5})
         "{'n': 5, 'scale': 2.0}"
     """
     if isinstance(value, torch.Tensor):
-        return f"tensor {str(value.dtype).removeprefix('torch.')} {tuple(value.shape)} sha256 {digest_of_bytes(_tensor_bytes(value))}"
+        device = "" if value.device.type == "cpu" else f" {value.device}"
+        return (
+            f"tensor {str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}{device} "
+            f"sha256 {digest_of_bytes(_tensor_bytes(value))}"
+        )
     if isinstance(value, np.ndarray):
         if value.dtype == object:
-            return f"array of Python objects {value.shape} (contents not compared)"
+            return _listed("array(", sorted(describe(item, _depth + 1) for item in value.reshape(-1)), f") of shape {value.shape}")
         return f"array {value.dtype} {value.shape} sha256 {digest_of_bytes(np.ascontiguousarray(value).tobytes())}"
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)):
         return repr(value)
@@ -61,17 +77,29 @@ def describe(value: Any) -> str:
         parts = [f"{name}={describe(tensor)}" for name, tensor in value.state_dict().items()]
         return f"{type(value).__name__} module with state sha256 {digest_of_bytes(repr(parts).encode())}"
     if isinstance(value, Mapping):
-        items = [f"{key!r}: {describe(item)}" for key, item in value.items()]
+        items = sorted(f"{key!r}: {describe(item, _depth + 1)}" for key, item in value.items())
         return _listed("{", items, "}")
+    if isinstance(value, (set, frozenset)):
+        return _listed("{", sorted(describe(item, _depth + 1) for item in value), "}")
     if isinstance(value, list):
-        return _listed("[", [describe(item) for item in value], "]")
+        return _listed("[", [describe(item, _depth + 1) for item in value], "]")
     if isinstance(value, tuple):
-        return _listed("(", [describe(item) for item in value], ",)" if len(value) == 1 else ")")
+        return _listed("(", [describe(item, _depth + 1) for item in value], ",)" if len(value) == 1 else ")")
+    if isinstance(value, functools.partial):
+        return f"partial({describe(value.func)}, {describe(value.args, _depth + 1)}, {describe(value.keywords, _depth + 1)})"
+    name = f"{type(value).__module__}.{type(value).__qualname__}"
+    if dataclasses.is_dataclass(value) and _depth < _MAX_DEPTH:
+        fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+        return f"{name}{describe(fields, _depth + 1)}"
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict) and _depth < _MAX_DEPTH:
+        # Its attributes, not its repr: a repr may round or summarize the numbers it holds.
+        return f"{name}{describe(attributes, _depth + 1)}"
     if type(value).__repr__ is not object.__repr__:
         text = repr(value)
         if " at 0x" not in text:  # a repr of its contents, not of its memory address
             return text
-    return f"{type(value).__module__}.{type(value).__qualname__} object (contents not compared)"
+    return f"{name} object (contents not compared)"
 
 
 def _listed(opening: str, items: list[str], closing: str) -> str:

@@ -119,3 +119,75 @@ def test_model_parameters_are_checkpointed_and_resumed_exactly(tmp_path, monkeyp
     resumed = pyro_stein.fit(scaled, Y, num_steps=40, seed=0, progress=False, checkpoint=cut, checkpoint_every=20)
     assert resumed.history == straight.history
     assert torch.equal(resumed.params["scale"], straight.params["scale"])
+
+
+def test_the_guide_object_the_interrupted_call_trained_resumes(tmp_path):
+    """The notebook pattern: one guide object, fit, Ctrl-C, the same call again."""
+    guide = AutoNeuralSampler(model)
+    path = tmp_path / "run.ckpt"
+    pyro_stein.fit(model, Y, guide=guide, num_steps=STEPS, seed=0, progress=False, checkpoint=path)
+    again = pyro_stein.fit(model, Y, guide=guide, num_steps=STEPS, seed=0, progress=False, checkpoint=path)
+    assert again.num_steps == STEPS
+
+
+def test_an_optimizer_shared_with_an_earlier_fit_checkpoints(tmp_path):
+    optim = pyro.optim.Adam({"lr": 0.01})
+    pyro_stein.fit(model, Y, optim=optim, num_steps=STEPS, seed=0, progress=False)
+    path = tmp_path / "run.ckpt"
+    pyro_stein.fit(model, Y, optim=optim, num_steps=STEPS, seed=0, progress=False, checkpoint=path)
+    assert None not in read_state(path, FIT_CHECKPOINT)["optim"]
+
+
+def test_data_the_model_holds_itself_and_its_priors_are_compared(tmp_path):
+    def closure_over(data, prior_scale):
+        def held(y):  # the argument is ignored: the data is in the closure
+            mu = pyro.sample("mu", dist.Normal(0.0, prior_scale))
+            with pyro.plate("data", len(data)):
+                pyro.sample("y", dist.Normal(mu, 1.0), obs=data)
+
+        return held
+
+    path = tmp_path / "run.ckpt"
+    pyro_stein.fit(closure_over(Y, 5.0), Y, num_steps=STEPS, seed=0, progress=False, checkpoint=path)
+    refused(path, r"site 'y': observed Normal, .*parameters and values sha256 \w+ in the checkpoint's run", closure_over(Y + 1, 5.0))
+    refused(path, r"site 'mu': latent Normal, .*parameters sha256 \w+ in the checkpoint's run", closure_over(Y, 0.01))
+
+
+def test_fingerprints_hold_no_memory_addresses(tmp_path):
+    from pyro.infer.autoguide.initialization import init_to_value
+
+    path = tmp_path / "run.ckpt"
+    guide = AutoNeuralSampler(model, init_loc_fn=init_to_value(values={"mu": torch.tensor(1.0)}))
+    pyro_stein.fit(model, Y, guide=guide, num_steps=STEPS, seed=0, progress=False, checkpoint=path)
+    fingerprint = read_state(path, FIT_CHECKPOINT)["fingerprint"]
+    assert not any(" at 0x" in value for value in fingerprint.values()), fingerprint
+    assert "init_to_value" in fingerprint["guide"]
+
+
+def test_a_pyro_autoguide_trained_by_a_pyro_loss_resumes_exactly(tmp_path, monkeypatch):
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoNormal
+
+    def run(path=None):
+        return pyro_stein.fit(model, Y, guide=AutoNormal(model), engine=Trace_ELBO(), num_steps=30, seed=0,
+                              progress=False, checkpoint=path, checkpoint_every=10)
+
+    straight = run()
+    original, calls = SVI.step, {"count": 0}
+
+    def step(self, *args, **kwargs):
+        calls["count"] += 1
+        value = original(self, *args, **kwargs)
+        if calls["count"] == 25:
+            raise KeyboardInterrupt
+        return value
+
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setattr(SVI, "step", step)
+        with pytest.warns(RuntimeWarning, match="holds step 20"):
+            run(path)
+    resumed = run(path)
+    assert resumed.history == straight.history
+    for name, value in straight.guide.state_dict().items():
+        assert torch.equal(value, resumed.guide.state_dict()[name]), name

@@ -95,7 +95,7 @@ def train(
     start = 0
     path = None if checkpoint is None else Path(checkpoint)
     torch.manual_seed(seed)
-    recorded = {
+    recorded = {} if path is None else {
         "data": describe(data),
         "labels": describe(labels),
         "epochs": describe(epochs),
