@@ -5,20 +5,13 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import SVI
+from interrupts import press_ctrl_c_at_step, raise_inside_step
+from models import NORMAL_DATA, normal_model
 
 import pyro_stein
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler
 
-
-def model(y):
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
-    with pyro.plate("data", len(y)):
-        pyro.sample("y", dist.Normal(mu, sigma), obs=y)
-
-
-Y = torch.tensor([1.2, 0.4, 2.2, 1.9, 0.8, 1.5])
+model, Y = normal_model, NORMAL_DATA
 
 
 def test_fit_returns_guide_history_and_draws():
@@ -49,20 +42,6 @@ def test_the_posterior_predictive_draws_the_observations_anew():
     assert at_new_inputs.shape == (7, 3)
 
 
-def interrupt_at_step(monkeypatch, step_number, *, signal_number=signal.SIGINT):
-    """Press Ctrl-C (deliver SIGINT to this process) as the step_number-th SVI step starts."""
-    original = SVI.step
-    calls = {"count": 0}
-
-    def step(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == step_number:
-            os.kill(os.getpid(), signal_number)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SVI, "step", step)
-
-
 def _state(result):
     return {k: v.clone() for k, v in result.guide.state_dict().items()}
 
@@ -81,7 +60,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_exactly(tmp_path, monkey
 
     path = tmp_path / "run.ckpt"
     with monkeypatch.context() as patch:
-        interrupt_at_step(patch, 71)
+        press_ctrl_c_at_step(patch, 71)
         # Ctrl-C waits for the end of the step it lands in: the checkpoint holds step 71.
         with pytest.warns(RuntimeWarning, match="interrupted after 71 of 120 steps.*holds step 71.*resume"):
             partial = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False, checkpoint=path)
@@ -119,19 +98,9 @@ def test_an_interrupt_raised_inside_a_step_saves_nothing_half_done(tmp_path, mon
     """A KeyboardInterrupt raised inside a step (a second Ctrl-C) may leave the guide and
     optimizer half-way through it: the checkpoint keeps the last complete save."""
     straight = pyro_stein.fit(model, Y, num_steps=60, seed=0, progress=False)
-    original = SVI.step
-    calls = {"count": 0}
-
-    def step(self, *args, **kwargs):
-        calls["count"] += 1
-        value = original(self, *args, **kwargs)
-        if calls["count"] == 45:
-            raise KeyboardInterrupt  # after the step moved the guide, before fit counted it
-        return value
-
     path = tmp_path / "run.ckpt"
     with monkeypatch.context() as patch:
-        patch.setattr(SVI, "step", step)
+        raise_inside_step(patch, 45)
         with pytest.warns(RuntimeWarning, match="after 44 of 60 steps \\(inside a step\\).*holds step 40"):
             pyro_stein.fit(model, Y, num_steps=60, seed=0, progress=False, checkpoint=path, checkpoint_every=20)
     resumed = pyro_stein.fit(model, Y, num_steps=60, seed=0, progress=False, checkpoint=path, checkpoint_every=20)
@@ -139,7 +108,7 @@ def test_an_interrupt_raised_inside_a_step_saves_nothing_half_done(tmp_path, mon
 
 
 def test_interrupt_without_checkpoint_returns_the_partial_result(monkeypatch):
-    interrupt_at_step(monkeypatch, 40)
+    press_ctrl_c_at_step(monkeypatch, 40)
     with pytest.warns(RuntimeWarning, match="interrupted after 40 of 100 steps"):
         result = pyro_stein.fit(model, Y, num_steps=100, seed=0, progress=False)
     assert result.num_steps == 40

@@ -5,20 +5,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from interrupts import raise_inside_step
+from models import NORMAL_DATA, normal_model
 
 import pyro_stein
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler
 from pyro_stein.fitting.checkpoint import FIT_CHECKPOINT, read_state, write_state
 
-
-def model(y):
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    sigma = pyro.sample("sigma", dist.HalfNormal(2.0))
-    with pyro.plate("data", len(y)):
-        pyro.sample("y", dist.Normal(mu, sigma), obs=y)
-
-
-Y = torch.tensor([1.2, 0.4, 2.2, 1.9, 0.8, 1.5])
+model, Y = normal_model, NORMAL_DATA
 STEPS = 4
 
 
@@ -101,19 +95,9 @@ def test_model_parameters_are_checkpointed_and_resumed_exactly(tmp_path, monkeyp
     assert "param 'scale'" in state["fingerprint"]
 
     # A run stopped inside step 25 keeps its step-20 checkpoint; resuming repeats the rest.
-    from pyro.infer import SVI
-
-    original, calls = SVI.step, {"count": 0}
-
-    def step(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 25:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
     cut = tmp_path / "interrupted.ckpt"
     with monkeypatch.context() as patch:
-        patch.setattr(SVI, "step", step)
+        raise_inside_step(patch, 25)
         with pytest.warns(RuntimeWarning, match="holds step 20"):
             pyro_stein.fit(scaled, Y, num_steps=40, seed=0, progress=False, checkpoint=cut, checkpoint_every=20)
     resumed = pyro_stein.fit(scaled, Y, num_steps=40, seed=0, progress=False, checkpoint=cut, checkpoint_every=20)
@@ -165,7 +149,7 @@ def test_fingerprints_hold_no_memory_addresses(tmp_path):
 
 
 def test_a_pyro_autoguide_trained_by_a_pyro_loss_resumes_exactly(tmp_path, monkeypatch):
-    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer import Trace_ELBO
     from pyro.infer.autoguide import AutoNormal
 
     def run(path=None):
@@ -173,18 +157,9 @@ def test_a_pyro_autoguide_trained_by_a_pyro_loss_resumes_exactly(tmp_path, monke
                               progress=False, checkpoint=path, checkpoint_every=10)
 
     straight = run()
-    original, calls = SVI.step, {"count": 0}
-
-    def step(self, *args, **kwargs):
-        calls["count"] += 1
-        value = original(self, *args, **kwargs)
-        if calls["count"] == 25:
-            raise KeyboardInterrupt
-        return value
-
     path = tmp_path / "run.ckpt"
     with monkeypatch.context() as patch:
-        patch.setattr(SVI, "step", step)
+        raise_inside_step(patch, 25)
         with pytest.warns(RuntimeWarning, match="holds step 20"):
             run(path)
     resumed = run(path)
