@@ -145,9 +145,10 @@ def _refuse_engine_options(model: Callable, kwargs: dict[str, Any]) -> None:
 _ENGINE_STATE = {"max_plate_nesting"}
 
 
-def _described(obj: Any, options: Mapping[str, Any]) -> str:
-    listed = ", ".join(f"{name}={describe(value)}" for name, value in sorted(options.items()))
-    return f"{type(obj).__name__}({listed})"
+def _options(label: str, obj: Any, options: Mapping[str, Any]) -> dict[str, str]:
+    """``{label: class, "<label> option <name>": value}``: one entry an option, so that a
+    refused resume names the option that differs."""
+    return {label: type(obj).__name__, **{f"{label} option {name}": describe(value) for name, value in sorted(options.items())}}
 
 
 def run_fingerprint(
@@ -158,12 +159,12 @@ def run_fingerprint(
     ``settings`` (seed, number of steps, averaged fraction).  A checkpoint records it, and
     resuming refuses a run whose fingerprint differs, naming the entries."""
     fingerprint = {**model_fingerprint(model, args, kwargs), **argument_fingerprint(model, args, kwargs)}
-    fingerprint["engine"] = _described(
-        engine, {k: v for k, v in vars(engine).items() if not k.startswith("_") and k not in _ENGINE_STATE}
+    fingerprint.update(
+        _options("engine", engine, {k: v for k, v in vars(engine).items() if not k.startswith("_") and k not in _ENGINE_STATE})
     )
     # Options only: the guide's tensors are the run's state (resuming with the guide object
     # the interrupted call trained is the same run), and loading them checks their shapes.
-    fingerprint["guide"] = _described(guide, dict(getattr(guide, "config", {})))
+    fingerprint.update(_options("guide", guide, dict(getattr(guide, "config", {}))))
     optim_options = {
         "optimizer": getattr(optim, "pt_optim_constructor", None),
         "arguments": getattr(optim, "pt_optim_args", None),
@@ -171,7 +172,7 @@ def run_fingerprint(
     }
     if isinstance(optim, pyro.optim.PyroLRScheduler):
         optim_options.update(scheduler=optim.pt_scheduler_constructor, scheduler_arguments=optim.kwargs)
-    fingerprint["optimizer"] = _described(optim, optim_options)
+    fingerprint.update(_options("optimizer", optim, optim_options))
     for name, value in settings.items():
         fingerprint[name] = describe(value)
     return fingerprint
