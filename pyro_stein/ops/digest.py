@@ -67,7 +67,7 @@ def describe(value: Any, _depth: int = 0) -> str:
         )
     if isinstance(value, np.ndarray):
         if value.dtype == object:
-            return _listed("array(", sorted(describe(item, _depth + 1) for item in value.reshape(-1)), f") of shape {value.shape}")
+            return _listed("array(", [describe(item, _depth + 1) for item in value.reshape(-1)], f") of shape {value.shape}")
         return f"array {value.dtype} {value.shape} sha256 {digest_of_bytes(np.ascontiguousarray(value).tobytes())}"
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)):
         return repr(value)
