@@ -95,6 +95,7 @@ def _decaying_adam(lr: float, final_lr: float, num_steps: int) -> pyro.optim.Pyr
 STEP_LADDER = (250, 500, 1000)
 
 
+
 def run_pyro_stein(
     model: Callable, args: tuple, seed: int, num_steps: int | None = None, engine: str = "asvgd"
 ) -> tuple[dict[str, torch.Tensor], float, float, dict]:
@@ -103,6 +104,9 @@ def run_pyro_stein(
     draws = result.sample(NUM_DRAWS)
     sample_seconds = time.perf_counter() - start
     extra = {"ksd": result.ksd} if getattr(result, "ksd", None) is not None else {}
+    if result.reliability is not None:
+        extra.update(reliable=result.reliable, failed_checks=",".join(c.name for c in result.reliability.failed),
+                     check_seconds=result.reliability.seconds)
     return draws, result.seconds, NUM_DRAWS / sample_seconds, extra
 
 
@@ -207,7 +211,7 @@ RUNNERS = {
 }
 
 
-def evaluate(posterior: Posterior, method: str, seed: int) -> dict[str, Any]:
+def evaluate(posterior: Posterior, method: str, seed: int, time_to_pass: bool = True) -> dict[str, Any]:
     model, args = posterior.model_and_args(torch.float64)
     pyro.clear_param_store()
     row: dict[str, Any] = {"posterior": posterior.name, "method": method}
@@ -222,7 +226,12 @@ def evaluate(posterior: Posterior, method: str, seed: int) -> dict[str, Any]:
         return row
     comparison = compare_draws(values, posterior.reference_draws(), posterior.reference_names)
     extra["ksd"] = pyro_stein.ksd(model, draws, *args, max_draws=2000)
-    if method in ENGINE_OF:
+    if "reliable" not in extra:  # the same verdict on another method's draws
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            report = pyro_stein.check_reliability(model, draws, *args, seed=seed)
+        extra.update(reliable=report.reliable, failed_checks=",".join(c.name for c in report.failed))
+    if method in ENGINE_OF and time_to_pass:
         extra.update(_time_to_pass(posterior, model, args, seed, comparison.passes(), seconds, ENGINE_OF[method]))
     if method == "pyro_stein_ctf":
         extra.update(step_cost(model, args, seed))
@@ -283,12 +292,12 @@ def _time_to_pass(
 
 def _evaluate_posterior(job: tuple) -> list[dict[str, Any]]:
     """Every method on one posterior (a unit of work for ``--jobs``)."""
-    folder, name, methods, seed, threads = job
+    folder, name, methods, seed, threads, time_to_pass = job
     torch.set_num_threads(threads)
     posterior = PosteriorDatabase(folder).posterior(name)
     group = []
     for method in methods:
-        group.append(evaluate(posterior, method, seed))
+        group.append(evaluate(posterior, method, seed, time_to_pass))
         print(json.dumps(group[-1]), flush=True)
     return group
 
@@ -304,13 +313,13 @@ def _cell(value: Any, digits: int = 3) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    columns = ["posterior", "method", "verdict", "mean_err", "sd_lo", "sd_hi", "corr_err", "seconds",
+    columns = ["posterior", "method", "verdict", "reliable", "failed_checks", "mean_err", "sd_lo", "sd_hi", "corr_err", "seconds",
                "time_vs_nuts", "steps_to_pass", "time_to_pass", "pass_time_vs_nuts", "draws_per_s", "rate_vs_nuts", "ksd", "ctf_step_vs_asvgd"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * 3 + "---:|" * (len(columns) - 3)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * 5 + "---:|" * (len(columns) - 5)]
     for row in rows:
         cells = [_cell(row.get(c)) if c not in ("seconds", "draws_per_s") else _cell(row.get(c), 1) for c in columns]
         if row.get("verdict") == "ERROR":
-            cells[3] = row["error"].replace("|", "/")
+            cells[5] = row["error"].replace("|", "/")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -324,6 +333,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--jobs", type=int, default=1, help="posteriors run in parallel, one process each")
     parser.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    parser.add_argument("--no-time-to-pass", action="store_true", help="skip the shorter fits of time_to_pass")
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
     db = PosteriorDatabase(opts.posteriordb)
@@ -332,7 +342,7 @@ def main() -> None:
     unknown = [m for m in methods if m not in RUNNERS]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {list(RUNNERS)}")
-    jobs = [(opts.posteriordb, name, methods, opts.seed, opts.threads) for name in names]
+    jobs = [(opts.posteriordb, name, methods, opts.seed, opts.threads, not opts.no_time_to_pass) for name in names]
     if opts.jobs > 1:
         with ProcessPoolExecutor(opts.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             groups = list(pool.map(_evaluate_posterior, jobs))

@@ -15,7 +15,14 @@ layers before it.
 """
 
 from ._version import __version__
-from .diagnostics import compare_draws, from_mcmc, ksd, to_inference_data
+from .diagnostics import (
+    UnreliableFitWarning,
+    check_reliability,
+    compare_draws,
+    from_mcmc,
+    ksd,
+    to_inference_data,
+)
 from .engines import AmortizedSVGD, CTFDistillation
 from .fitting import FitResult, fit
 from .glue import constraints as _constraints  # noqa: F401  (registers biject_to rules)
@@ -30,7 +37,9 @@ __all__ = [
     "FitResult",
     "IMQKernel",
     "RBFKernel",
+    "UnreliableFitWarning",
     "__version__",
+    "check_reliability",
     "compare_draws",
     "fit",
     "from_mcmc",

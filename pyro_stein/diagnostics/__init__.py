@@ -1,4 +1,4 @@
-"""Layer 5, judging draws: against the model (`ksd()`), against reference draws
+"""Layer 5, judging draws: against the model (`ksd()`, `check_reliability()`), against reference draws
 (`compare_draws()`), and the ArviZ adapter (`to_inference_data()`, `from_mcmc()`).
 
 It works on any draws, any guide and on a protocol of a fit
@@ -15,5 +15,19 @@ from .comparison import (  # noqa: F401  (the thresholds, for pyro_stein.diagnos
 )
 from .inference_data import Fit, from_mcmc, to_inference_data
 from .ksd import ksd, ksd_of_latents
+from .reliability import Check, Reliability, UnreliableFitWarning, check_reliability, reliability_of_latents
 
-__all__ = ["DrawComparison", "Fit", "compare_draws", "from_mcmc", "ksd", "ksd_of_latents", "to_inference_data"]
+__all__ = [
+    "Check",
+    "DrawComparison",
+    "Fit",
+    "Reliability",
+    "UnreliableFitWarning",
+    "check_reliability",
+    "compare_draws",
+    "from_mcmc",
+    "ksd",
+    "ksd_of_latents",
+    "reliability_of_latents",
+    "to_inference_data",
+]

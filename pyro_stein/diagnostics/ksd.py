@@ -118,6 +118,13 @@ def ksd_of_latents(
     cov = centered.T @ centered / (len(latents) - 1)
     cov = cov + 1e-10 * torch.diagonal(cov).mean() * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
     scale_tril, info = torch.linalg.cholesky_ex(cov)
+    if info != 0 and len(latents) <= 10 * latents.shape[1]:
+        # Too few draws for a full covariance in this dimension: shrink it towards its
+        # diagonal (Ledoit & Wolf's direction), fully once there are fewer draws than
+        # coordinates.
+        shrinkage = min(1.0, latents.shape[1] / len(latents))
+        cov = (1 - shrinkage) * cov + shrinkage * torch.diag(torch.diagonal(cov))
+        scale_tril, info = torch.linalg.cholesky_ex(cov)
     if info != 0:
         raise ValueError("the draws' covariance is singular (are some coordinates constant?)")
     whitened = torch.linalg.solve_triangular(scale_tril, centered.T, upper=False).T

@@ -19,12 +19,19 @@ import pyro
 import pyro.optim
 import pyro.poutine as poutine
 import torch
-from pyro.infer import ELBO, SVI
+from pyro.infer import ELBO, SVI, Predictive
 from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from pyro.params.param_store import ParamStoreDict, StateDict
 from tqdm.auto import tqdm
 
 from ..diagnostics.ksd import ksd_of_latents
+from ..diagnostics.reliability import (
+    CHECK_DRAWS,
+    Reliability,
+    UnreliableFitWarning,
+    check_reliability,
+    reliability_of_latents,
+)
 from ..engines import AmortizedSVGD, CTFDistillation, Engine
 from ..glue.autoguide import guide_param_prefix, set_up
 from ..glue.density import UnconstrainedLogDensity
@@ -201,6 +208,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     average_last: float | None = None,
+    check: bool = True,
     **kwargs: Any,
 ) -> FitResult:
     """Train a posterior sampler for ``model`` and return it with its training history.
@@ -247,6 +255,12 @@ def fit(
         average_last: the fraction of the steps, at the end, over which the guide's
             parameters are averaged (default 0.5; 0 returns the last iterate).  An
             interrupted run returns the last iterate.
+        check: judge the fitted sampler's draws against the model
+            ([`check_reliability()`][pyro_stein.check_reliability]: support, stationarity
+            under Metropolis-adjusted Langevin steps, modes); the verdict is
+            ``result.reliable``, and a failed check raises an `UnreliableFitWarning` naming
+            the check, its figure and what to try.  ``False`` skips it (``result.reliable``
+            is then ``None``).
 
     Returns:
         A `FitResult`; ``result.sample(n)`` gives ``n`` posterior draws per site.
@@ -367,10 +381,17 @@ def fit(
             if path is not None:
                 save_checkpoint(path, result, run, generators, average, fingerprint)
         result.ksd = _final_ksd(model, guide, args, kwargs)
+        if check:
+            result.reliability = _fit_reliability(model, guide, args, kwargs, 0 if seed is None else seed)
     _keep_fitted_params(result, fitted, store)
     result.seconds = time.perf_counter() - start
     if progress and result.ksd is not None:
-        tqdm.write(f"pyro_stein.fit: {result.num_steps} steps in {result.seconds:.1f} s; KSD of the sampler {result.ksd:.3g}")
+        verdict = "" if result.reliable is None else f"; reliable={result.reliable}"
+        tqdm.write(
+            f"pyro_stein.fit: {result.num_steps} steps in {result.seconds:.1f} s; KSD of the sampler {result.ksd:.3g}{verdict}"
+        )
+    if result.reliability is not None and not result.reliability.reliable:
+        warn(f"pyro_stein.fit: result.reliable is False: {result.reliability.message()}", UnreliableFitWarning)
     return result
 
 
@@ -408,6 +429,19 @@ def deferred_interrupt() -> Iterator[Any]:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _fit_reliability(model: Callable, guide: Any, args: tuple, kwargs: dict, seed: int) -> Reliability:
+    """The reliability checks on the returned sampler's draws (any guide: those that are not
+    latent samplers are drawn from through ``Predictive``)."""
+    with poutine.block(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the checks' figures speak for themselves
+        if isinstance(guide, LatentSampler):
+            batching = guide.batching if isinstance(guide, ParticleSampler) else "auto"
+            density = UnconstrainedLogDensity(model, guide, batching=batching, frozen_subsample=True)
+            return reliability_of_latents(density, guide.sample_latent_batch(CHECK_DRAWS), args, kwargs, seed=seed)
+        draws = Predictive(model, guide=guide, num_samples=CHECK_DRAWS)(*args, **kwargs)
+        return check_reliability(model, draws, *args, seed=seed, **kwargs)
 
 
 def _final_ksd(model: Callable, guide: Any, args: tuple, kwargs: dict) -> float | None:

@@ -18,6 +18,7 @@ from pyro.params.param_store import StateDict
 from torch.distributions import transform_to
 
 from ..diagnostics.inference_data import to_inference_data
+from ..diagnostics.reliability import Reliability
 from ..engines import Engine
 from ..guides.neural_sampler import AutoNeuralSampler
 
@@ -45,6 +46,9 @@ class FitResult:
             posterior, ``None`` if not computed.
         param_state: the result's own copy of the model's fitted ``pyro.param`` values, as a
             parameter-store state (see `params` and `param_scope()`).
+        reliability: every reliability check on the returned sampler's draws, with its
+            figure and threshold ([`Reliability`][pyro_stein.diagnostics.reliability.Reliability]);
+            ``None`` when `fit()` ran with ``check=False``.  See `reliable`.
 
     Parameters: `fit()` leaves the fitted ``pyro.param`` values in Pyro's global
     parameter store, as ``SVI`` does, so ``pyro.param(name)`` and
@@ -64,6 +68,25 @@ class FitResult:
     seconds: float = 0.0
     ksd: float | None = None
     param_state: StateDict = field(default_factory=lambda: {"params": {}, "constraints": {}}, repr=False)
+    reliability: Reliability | None = None
+
+    @property
+    def reliable(self) -> bool | None:
+        """The verdict: ``False`` when a reliability check failed (`fit()` then warned with an
+        `UnreliableFitWarning` naming it), ``True`` when all passed, ``None`` when not checked.
+
+        Example:
+            >>> import torch, pyro, pyro.distributions as dist
+            >>> import pyro_stein
+            >>> def model(y):
+            ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+            ...     with pyro.plate("data", len(y)):
+            ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+            >>> result = pyro_stein.fit(model, torch.randn(20), num_steps=300, seed=0, progress=False)
+            >>> result.reliable, [check.name for check in result.reliability.checks]
+            (True, ['support', 'stationarity', 'modes'])
+        """
+        return None if self.reliability is None else self.reliability.reliable
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
