@@ -320,7 +320,7 @@ def run(name: str, engine: str, seed: int, save: Path | None) -> dict:
         torch.save({"latents": latents, "figure": figure, "accurate": accurate}, save / f"{name}-{engine}.pt")
     reliable = getattr(result, "reliable", True)
     report = getattr(result, "reliability", None)
-    failed = [] if report is None else [check.name for check in report.checks if not check.passed]
+    failed = [] if report is None else [check.name for check in report.failed]
     row = {
         "target": name,
         "engine": engine,

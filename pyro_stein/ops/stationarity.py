@@ -66,11 +66,18 @@ def mala_drift(
     *,
     num_steps: int = 30,
     target_accept: float = 0.6,
+    heavy_jumps: bool = True,
     generator: torch.Generator | None = None,
 ) -> MalaDrift:
     """``num_steps`` MALA steps from every row of ``start`` (assumed whitened: roughly unit
     scale in every direction), with one step size for all chains adapted between steps
     towards ``target_accept``.
+
+    With ``heavy_jumps`` each MALA step is followed by a random-walk Metropolis step that
+    moves one coordinate of each chain (chosen at random) by a standard Cauchy jump: a
+    symmetric proposal, so it too leaves ``p`` invariant, but it reaches far into heavy
+    tails and across a funnel's width in one step, where Langevin steps sized for the
+    bulk take hundreds.  (A Gaussian posterior rejects the far jumps, and is not moved.)
 
     The step size depends on all ``M`` chains together, so its dependence on any one chain
     is ``O(1/M)``: the moves leave ``p`` invariant up to that.  Chains that start where the
@@ -116,7 +123,37 @@ def mala_drift(
         accepted_sum += rate
         invalid_sum += invalid
         step *= math.exp(_ADAPTATION_RATE * (rate - target_accept))
+        if heavy_jumps:
+            z, log_p, score, valid = _coordinate_jump(log_prob_and_score, z, log_p, score, valid, started_valid, generator)
     return MalaDrift(start_log_p, log_p.detach(), z, accepted_sum / num_steps, step, invalid_sum / num_steps)
+
+
+def _coordinate_jump(
+    log_prob_and_score: LogProbAndScore,
+    z: Tensor,
+    log_p: Tensor,
+    score: Tensor,
+    valid: Tensor,
+    started_valid: Tensor,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    num, dim = z.shape
+    coordinate = torch.randint(dim, (num,), device=z.device, generator=generator)
+    uniform = torch.rand(num, dtype=z.dtype, device=z.device, generator=generator)
+    jump = torch.tan(math.pi * (uniform - 0.5))  # standard Cauchy
+    proposal = z.clone()
+    proposal[torch.arange(num, device=z.device), coordinate] += jump
+    new_log_p, new_score, new_valid = log_prob_and_score(proposal)
+    new_valid = new_valid & torch.isfinite(new_log_p) & torch.isfinite(new_score).all(-1)
+    log_alpha = torch.where(new_valid, new_log_p - log_p, torch.full_like(log_p, -math.inf))
+    accept = (torch.rand(num, dtype=z.dtype, device=z.device, generator=generator).log() < log_alpha) & started_valid
+    z = torch.where(accept.unsqueeze(-1), proposal, z)
+    return (
+        z,
+        torch.where(accept, new_log_p, log_p),
+        torch.where(accept.unsqueeze(-1), new_score, score),
+        torch.where(accept, new_valid, valid),
+    )
 
 
 class CoverageDrift(NamedTuple):

@@ -1,0 +1,160 @@
+"""The reliability verdict: right draws pass, wrong draws and wrong fits are flagged, each
+by the check that should see them.
+
+Exact draws give the false-alarm side (the checks' noise allowances are set for a 0.1%
+family-wise rate, and ``benchmarks/hard_targets.py`` measured 0 flags in 240 sets of exact
+draws); the wrong draws are the ways the hard targets' fits went wrong, with margins of at
+least twice the threshold.  The fits are short versions of the benchmark's targets.
+"""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import pyro_stein
+from pyro_stein import UnreliableFitWarning
+from tests.models import NORMAL_DATA, hard_wall_model, normal_model
+
+MIXTURE = dist.MixtureSameFamily(dist.Categorical(torch.tensor([0.3, 0.7])), dist.Normal(torch.tensor([-4.0, 4.0]), 1.0))
+
+
+def normal():
+    pyro.sample("x", dist.Normal(0.0, 1.0))
+
+
+def cauchy():
+    pyro.sample("z", dist.Cauchy(0.0, 1.0))
+
+
+def funnel():
+    v = pyro.sample("v", dist.Normal(0.0, 3.0))
+    pyro.sample("x", dist.Normal(0.0, torch.exp(v / 2)).expand([4]).to_event(1))
+
+
+def mixture():
+    pyro.sample("x", MIXTURE)
+
+
+def funnel_draws(v: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"v": v, "x": torch.randn(len(v), 4) * torch.exp(v / 2).unsqueeze(-1)}
+
+
+@pytest.mark.parametrize(
+    "model, draw",
+    [
+        (normal, lambda n: {"x": torch.randn(n)}),
+        (cauchy, lambda n: {"z": dist.Cauchy(0.0, 1.0).sample((n,))}),
+        (funnel, lambda n: funnel_draws(3.0 * torch.randn(n))),
+        (mixture, lambda n: {"x": MIXTURE.sample((n,))}),
+    ],
+    ids=["normal", "cauchy", "funnel", "mixture"],
+)
+def test_exact_draws_pass_every_check(model, draw):
+    torch.manual_seed(0)
+    report = pyro_stein.check_reliability(model, draw(2000))
+    assert report.reliable, report.message()
+    assert [check.name for check in report.checks] == ["support", "stationarity", "modes"]
+    assert report.seconds < 10
+
+
+@pytest.mark.parametrize(
+    "model, draw, check, phrase",
+    [
+        # too narrow, and too wide: the sds of a sampler 20% off
+        (normal, lambda n: {"x": 0.8 * torch.randn(n)}, "stationarity", "interval"),
+        (normal, lambda n: {"x": 1.2 * torch.randn(n)}, "stationarity", "interval"),
+        # light tails where the posterior's are polynomial
+        (cauchy, lambda n: {"z": 2.0 * torch.randn(n)}, "stationarity", "99% interval"),
+        # stuck in the funnel's neck (the default fit of the 10-D funnel: v mean -5.3, sd 0.7)
+        (funnel, lambda n: funnel_draws(-5.0 + 0.7 * torch.randn(n)), "stationarity", "in v"),
+        # one mode of two: the 30% mode has no draws
+        (mixture, lambda n: {"x": 4.0 + torch.randn(n)}, "modes", "holding 30%"),
+        # both modes, weights 50/50 instead of 30/70
+        (mixture, lambda n: {"x": 4.0 * torch.sign(torch.rand(n) - 0.5) + torch.randn(n)}, "modes", "2 modes"),
+    ],
+    ids=["narrow", "wide", "light-tails", "funnel-neck", "missing-mode", "misweighted-modes"],
+)
+def test_wrong_draws_fail_the_check_that_sees_them(model, draw, check, phrase):
+    torch.manual_seed(0)
+    report = pyro_stein.check_reliability(model, draw(2000))
+    assert not report.reliable
+    assert report[check].passed is False, report.message()
+    assert phrase in report[check].summary
+    assert report[check].advice
+    assert check in report.message() and report[check].threshold in report.message()
+
+
+def test_draws_beyond_a_wall_fail_the_support_check_naming_the_term():
+    torch.manual_seed(0)
+    x = torch.randn(2000).abs()
+    x[:40] = -x[:40]  # 2% beyond the wall, as the default fit of the cut normal gave
+    report = pyro_stein.check_reliability(hard_wall_model, {"x": x})
+    assert report["support"].passed is False
+    assert "['wall']" in report["support"].summary and "constrained support" in report["support"].advice
+
+
+def test_exact_draws_behind_a_wall_are_still_flagged_for_the_wall():
+    """The wall itself is what is reported: proposals from exact draws cross it."""
+    torch.manual_seed(0)
+    report = pyro_stein.check_reliability(hard_wall_model, {"x": torch.randn(2000).abs()})
+    assert report["support"].passed is False and report["support"].figure > 0.2
+    assert report["stationarity"].passed is True
+
+
+def test_a_subsampled_model_gets_no_stationarity_or_modes_verdict():
+    x = torch.linspace(-1, 1, 200)
+
+    def model():
+        beta = pyro.sample("beta", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", 200, subsample_size=20) as index:
+            pyro.sample("y", dist.Normal(beta * x[index], 1.0), obs=2 * x[index])
+
+    report = pyro_stein.check_reliability(model, {"beta": 2.0 + 0.1 * torch.randn(2000)})
+    assert report.reliable
+    assert report["stationarity"].passed is None and "subsamples" in report["stationarity"].summary
+    assert report["modes"].passed is None
+
+
+def test_a_good_fit_is_reliable_and_says_so():
+    result = pyro_stein.fit(normal_model, NORMAL_DATA, num_steps=300, seed=0, progress=False)
+    assert result.reliable is True
+    assert all(check.passed for check in result.reliability.checks)
+    # The checks cost a small part of the fit (the benchmark measures it on default fits).
+    assert result.reliability.seconds < result.seconds
+
+
+@pytest.mark.parametrize("engine", ["asvgd", "ctf"])
+def test_a_fit_of_a_cauchy_is_flagged_with_a_warning_naming_the_check(engine):
+    with pytest.warns(UnreliableFitWarning, match=r"stationarity check failed: .*interval.*threshold"):
+        result = pyro_stein.fit(cauchy, engine=engine, num_steps=300, seed=0, progress=False)
+    assert result.reliable is False
+    assert result.reliability["stationarity"].passed is False
+    draws = result.sample(20000)["z"]
+    assert float(torch.quantile(draws.abs(), 0.98)) < 0.5 * math.tan(0.49 * math.pi)  # it is wrong indeed
+
+
+def test_a_fit_that_misses_a_mode_is_flagged_by_the_modes_check():
+    with pytest.warns(UnreliableFitWarning, match="modes check failed"):
+        result = pyro_stein.fit(mixture, num_steps=300, seed=0, progress=False)
+    assert (result.sample(4000)["x"] < 0).float().mean() < 0.05  # the 30% mode is missing
+    assert result.reliability["modes"].passed is False
+
+
+def test_a_fit_against_a_wall_is_flagged_by_the_support_check():
+    with pytest.warns(UnreliableFitWarning, match="support check failed.*wall"):
+        result = pyro_stein.fit(hard_wall_model, num_steps=300, seed=0, progress=False)
+    assert result.reliability["support"].passed is False
+
+
+def test_check_false_skips_the_verdict():
+    result = pyro_stein.fit(cauchy, num_steps=50, seed=0, progress=False, check=False)
+    assert result.reliable is None and result.reliability is None
+
+
+def test_a_pyro_autoguide_fit_gets_the_verdict_too():
+    guide = pyro.infer.autoguide.AutoNormal(normal)
+    result = pyro_stein.fit(normal, engine=pyro.infer.Trace_ELBO(), guide=guide, num_steps=300, seed=0, progress=False)
+    assert result.reliability is not None and [c.name for c in result.reliability.checks][0] == "support"
