@@ -164,8 +164,9 @@ def check_reliability(model: Callable[..., Any], samples: dict[str, Tensor], *ar
         model: the Pyro model.
         samples: constrained draws of every latent site, ``{site: (n, *site_shape)}``, as
             ``FitResult.sample``, ``MCMC.get_samples()`` or ``Predictive`` return them.
-        *args, **kwargs: the model's arguments.
+        *args: the model's positional arguments.
         seed: seeds the checks' own randomness (they leave the global generators alone).
+        **kwargs: the model's keyword arguments.
 
     Returns:
         A `Reliability`; ``.reliable`` is the verdict, ``.message()`` says why.
@@ -232,7 +233,7 @@ def reliability_of_latents(
         log_p, score, valid = (torch.cat(items) for items in zip(*parts))
         return log_p.detach(), score.detach(), valid
 
-    log_p, _, valid = evaluate(latents)
+    _, _, valid = evaluate(latents)
     checks = []
     inside = latents[valid]
     if len(inside) < 10:
@@ -252,7 +253,7 @@ def reliability_of_latents(
         checks.append(Check("modes", None, math.nan, "", reason))
         return Reliability(tuple(checks), time.perf_counter() - started)
     drift = mala_drift(whitened_density, whitened, num_steps=MALA_STEPS, generator=generator)
-    checks.append(_support_check(density, latents, valid, drift.invalid_proposals, args, kwargs, drift, mean, scale_tril))
+    checks.append(_support_check(density, latents, valid, drift.invalid_proposals, args, kwargs))
     checks.append(_stationarity_check(inside, mean + drift.end @ scale_tril.T, drift, names))
     checks.append(_modes_check(density, whitened, whitened_density, mean, scale_tril, args, kwargs, generator))
     return Reliability(tuple(checks), time.perf_counter() - started)
@@ -265,9 +266,6 @@ def _support_check(
     invalid_proposals: float,
     args: tuple,
     kwargs: dict,
-    drift: Any = None,
-    mean: Tensor | None = None,
-    scale_tril: Tensor | None = None,
 ) -> Check:
     outside = 1.0 - float(valid.double().mean())
     summary = f"{outside:.1%} of the draws and {invalid_proposals:.1%} of the Langevin proposals from them have a non-finite log density"

@@ -380,9 +380,10 @@ def fit(
             average.apply()
             if path is not None:
                 save_checkpoint(path, result, run, generators, average, fingerprint)
-        result.ksd = _final_ksd(model, guide, args, kwargs)
+        density = _sampler_density(model, guide)
+        result.ksd = _final_ksd(guide, density, args, kwargs)
         if check:
-            result.reliability = _fit_reliability(model, guide, args, kwargs, 0 if seed is None else seed)
+            result.reliability = _fit_reliability(model, guide, density, args, kwargs, 0 if seed is None else seed)
     _keep_fitted_params(result, fitted, store)
     result.seconds = time.perf_counter() - start
     if progress and result.ksd is not None:
@@ -431,25 +432,33 @@ def deferred_interrupt() -> Iterator[Any]:
             signal.signal(signal.SIGINT, previous)
 
 
-def _fit_reliability(model: Callable, guide: Any, args: tuple, kwargs: dict, seed: int) -> Reliability:
+def _sampler_density(model: Callable, guide: Any) -> UnconstrainedLogDensity | None:
+    """The model's log density on the returned sampler's layout (one fixed minibatch for
+    subsampled models), for the final KSD and the reliability checks; ``None`` for a guide
+    that is not a latent sampler."""
+    if not isinstance(guide, LatentSampler):
+        return None
+    batching = guide.batching if isinstance(guide, ParticleSampler) else "auto"
+    return UnconstrainedLogDensity(model, guide, batching=batching, frozen_subsample=True)
+
+
+def _fit_reliability(
+    model: Callable, guide: Any, density: UnconstrainedLogDensity | None, args: tuple, kwargs: dict, seed: int
+) -> Reliability:
     """The reliability checks on the returned sampler's draws (any guide: those that are not
     latent samplers are drawn from through ``Predictive``)."""
     with poutine.block(), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the checks' figures speak for themselves
-        if isinstance(guide, LatentSampler):
-            batching = guide.batching if isinstance(guide, ParticleSampler) else "auto"
-            density = UnconstrainedLogDensity(model, guide, batching=batching, frozen_subsample=True)
+        if density is not None:
             return reliability_of_latents(density, guide.sample_latent_batch(CHECK_DRAWS), args, kwargs, seed=seed)
         draws = Predictive(model, guide=guide, num_samples=CHECK_DRAWS)(*args, **kwargs)
         return check_reliability(model, draws, *args, seed=seed, **kwargs)
 
 
-def _final_ksd(model: Callable, guide: Any, args: tuple, kwargs: dict) -> float | None:
+def _final_ksd(guide: Any, density: UnconstrainedLogDensity | None, args: tuple, kwargs: dict) -> float | None:
     """The discrepancy of the returned sampler, on its own draws."""
-    if not isinstance(guide, LatentSampler):
+    if density is None:
         return None
-    batching = guide.batching if isinstance(guide, ParticleSampler) else "auto"
-    density = UnconstrainedLogDensity(model, guide, batching=batching, frozen_subsample=True)
     with poutine.block(), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an infinite figure speaks for itself
         return ksd_of_latents(density, guide.sample_latent_batch(KSD_DRAWS), args, kwargs)

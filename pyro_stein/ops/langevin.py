@@ -58,6 +58,9 @@ class LangevinRun(NamedTuple):
         moved: the fraction of particle-steps that moved.
         path: ``(K, N, D)``, the particles after each step (with ``keep_path``), else ``None``.
         path_valid: ``(K, N)``, their validity, else ``None``.
+        invalid_proposals: the fraction of proposals, over steps and all particles, from
+            particles that started valid, where the log density or its gradient was not
+            finite (a hard wall, or arithmetic overflow).
     """
 
     particles: Tensor
@@ -68,6 +71,7 @@ class LangevinRun(NamedTuple):
     moved: Tensor
     path: Tensor | None = None
     path_valid: Tensor | None = None
+    invalid_proposals: Tensor | None = None
 
 
 def langevin_proposal(z: Tensor, score: Tensor, step_size: float | Tensor, noise: Tensor, *, tamed: bool = False) -> Tensor:
@@ -169,7 +173,7 @@ def langevin_flow(
     log_p, score = log_p.detach(), score.detach()
     started_valid = valid
     zero = torch.zeros((), dtype=z.dtype, device=z.device)
-    acceptance_sum, moved_sum = zero, zero
+    acceptance_sum, moved_sum, invalid_sum = zero, zero, zero
     path, path_valid = [], []
     for _ in range(num_steps):
         noise = torch.randn(z.shape, dtype=z.dtype, device=z.device, generator=generator)
@@ -195,11 +199,18 @@ def langevin_flow(
         weight = started_valid.to(z.dtype)
         acceptance_sum = acceptance_sum + (acceptance * weight).sum() / weight.sum().clamp_min(1.0)
         moved_sum = moved_sum + accept.to(z.dtype).mean()
+        invalid_sum = invalid_sum + (~new_valid & started_valid).to(z.dtype).mean()
         if keep_path:
             path.append(z)
             path_valid.append(valid)
-    if keep_path:
-        return LangevinRun(
-            z, log_p, score, valid, acceptance_sum / num_steps, moved_sum / num_steps, torch.stack(path), torch.stack(path_valid)
-        )
-    return LangevinRun(z, log_p, score, valid, acceptance_sum / num_steps, moved_sum / num_steps)
+    return LangevinRun(
+        z,
+        log_p,
+        score,
+        valid,
+        acceptance_sum / num_steps,
+        moved_sum / num_steps,
+        torch.stack(path) if keep_path else None,
+        torch.stack(path_valid) if keep_path else None,
+        invalid_sum / num_steps,
+    )

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .langevin import langevin_proposal, mala_log_acceptance
+from .langevin import langevin_flow
 
 __all__ = ["CoverageDrift", "MalaDrift", "coverage_drift", "mala_drift"]
 
@@ -71,7 +71,8 @@ def mala_drift(
 ) -> MalaDrift:
     """``num_steps`` MALA steps from every row of ``start`` (assumed whitened: roughly unit
     scale in every direction), with one step size for all chains adapted between steps
-    towards ``target_accept``.
+    towards ``target_accept``.  Each step is one step of
+    [`langevin_flow()`][pyro_stein.ops.langevin.langevin_flow].
 
     With ``heavy_jumps`` each MALA step is followed by a random-walk Metropolis step that
     moves one coordinate of each chain (chosen at random) by a standard Cauchy jump: a
@@ -94,32 +95,17 @@ def mala_drift(
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps!r}")
     z = start.detach()
-    dim = z.shape[-1]
     log_p, score, valid = log_prob_and_score(z)
     start_log_p = log_p.detach()
     started_valid = valid
     # Roberts & Rosenthal's optimal scaling for a whitened Gaussian, capped.
-    step = min(1.0, 2.7 * dim ** (-1.0 / 3.0))
+    step = min(1.0, 2.7 * z.shape[-1] ** (-1.0 / 3.0))
     accepted_sum, invalid_sum = 0.0, 0.0
     for _ in range(num_steps):
-        noise = torch.randn(z.shape, dtype=z.dtype, device=z.device, generator=generator)
-        safe_score = torch.where(valid.unsqueeze(-1), score, torch.zeros_like(score))
-        proposal = langevin_proposal(z, safe_score, step, noise)
-        new_log_p, new_score, new_valid = log_prob_and_score(proposal)
-        new_valid = new_valid & torch.isfinite(new_log_p) & torch.isfinite(new_score).all(-1)
-        log_alpha = mala_log_acceptance(z, log_p, safe_score, proposal, new_log_p, new_score, step)
-        log_alpha = torch.where(new_valid & ~torch.isnan(log_alpha), log_alpha, torch.full_like(log_alpha, -math.inf))
-        acceptance = log_alpha.clamp(max=0.0).exp()
-        uniform = torch.rand(log_alpha.shape, dtype=z.dtype, device=z.device, generator=generator)
-        accept = (uniform < acceptance) & started_valid
-        z = torch.where(accept.unsqueeze(-1), proposal, z)
-        log_p = torch.where(accept, new_log_p, log_p)
-        score = torch.where(accept.unsqueeze(-1), new_score, score)
-        valid = torch.where(accept, new_valid, valid)
-        weight = started_valid.to(z.dtype)
-        rate, invalid = torch.stack(
-            [(acceptance * weight).sum() / weight.sum().clamp_min(1.0), (~new_valid & started_valid).to(z.dtype).mean()]
-        ).tolist()
+        # One step at a time: the step size changes between steps.
+        run = langevin_flow(log_prob_and_score, z, 1, step, initial=(log_p, score, valid), generator=generator)
+        z, log_p, score, valid = run.particles, run.log_p, run.score, run.valid
+        rate, invalid = torch.stack([run.acceptance, run.invalid_proposals]).tolist()
         accepted_sum += rate
         invalid_sum += invalid
         step *= math.exp(_ADAPTATION_RATE * (rate - target_accept))
