@@ -7,7 +7,7 @@ to the model's sites through ``biject_to`` inside the model's plates.  So ``Pred
 
 Parameterisation::
 
-    z = m + L (a + B (xi + r(xi)))
+    z = m + L (a + B T_lambda(xi + r(xi)))
 
 * ``m, L`` (buffers): a fixed *preconditioner*, the location and Cholesky scale of the
   posterior as currently known: the Laplace approximation at first, then the sampler's own
@@ -15,7 +15,13 @@ Parameterisation::
   magnitude and strong correlations live here, not in the trained parameters.
 * ``a, B`` (trained): an affine map in whitened coordinates, starting at ``0, I``.
 * ``r`` (trained): a residual multilayer perceptron, zero at initialisation, that bends the
-  Gaussian into skewed, heavy-tailed or multimodal shapes.
+  Gaussian into skewed or multimodal shapes.
+* ``T_lambda`` (trained): a coordinate-wise tail stretch ``u exp(lambda u^2 / 4)``
+  (`pyro_stein.ops.tails`), the identity at ``lambda = 0``, which gives coordinate ``i``
+  polynomial tails of index ``2 / lambda_i``.  A network that is asymptotically linear
+  keeps Gaussian tails whatever its weights, so without it a Cauchy or Student-t
+  posterior is out of reach.  ``lambda`` starts at 0.0067 (tail index 300, Gaussian for
+  every practical purpose).
 
 Because the trained parameters act in whitened units, an optimizer step of a given size
 means the same thing for a latent with posterior scale 1e-3 as for one with scale 1e2.
@@ -39,10 +45,17 @@ from ..glue.initialization import init_to_median
 from ..ops.caller import warn
 from ..ops.laplace import laplace_approximation, laplace_scale_tril
 from ..ops.nn import mlp
+from ..ops.tails import tail_stretch
 
 __all__ = ["AutoNeuralSampler", "ImplicitLatent"]
 
 _NUM_INIT_ATTEMPTS = 100
+#: ``lambda = softplus(_TAIL_RATE * tail_parameter)``: an optimizer step of a given size moves
+#: ``lambda`` ``_TAIL_RATE`` times as far as it would without the factor, so that a Cauchy's
+#: ``lambda = 2`` is reached from the Gaussian start within a default budget.
+_TAIL_RATE = 20.0
+#: ``softplus(-5) = 0.0067``: tail index 300 at the start.
+_INITIAL_TAIL_PARAMETER = -5.0 / _TAIL_RATE
 
 
 class ImplicitLatent(dist.TorchDistribution):
@@ -104,7 +117,7 @@ class _ResidualMLP(PyroModule):
 class AutoNeuralSampler(LatentVectorGuide):
     """Implicit autoguide for amortized Stein variational gradient descent.
 
-    Draws are ``z = m + L (a + B (xi + r(xi)))`` with ``xi ~ N(0, I)``, mapped to every
+    Draws are ``z = m + L (a + B T(xi + r(xi)))`` with ``xi ~ N(0, I)``, mapped to every
     latent site through ``biject_to`` (see the module docstring).  The guide has no
     density; train it with [`AmortizedSVGD`][pyro_stein.AmortizedSVGD] or
     [`CTFDistillation`][pyro_stein.CTFDistillation].  After training, any number
@@ -125,8 +138,10 @@ class AutoNeuralSampler(LatentVectorGuide):
         init_scale: ``"laplace"`` or a positive float (isotropic initial scale in
             unconstrained space).
         hidden_dims: widths of the residual network's hidden layers; default two layers of
-            ``min(256, max(32, 2 D))`` units.  ``()`` gives a purely affine (Gaussian)
-            sampler.
+            ``min(256, max(32, 2 D))`` units.  ``()`` drops the network; with
+            ``heavy_tails=False`` as well the sampler is a Gaussian.
+        heavy_tails: train a tail stretch per coordinate (see the module docstring), so
+            the sampler can hold polynomial tails such as a Cauchy's.
         activation: the hidden layers' activation.
         num_summary_samples: draws used by `median()` and `quantiles()`.
 
@@ -162,6 +177,7 @@ class AutoNeuralSampler(LatentVectorGuide):
         init_scale: str | float = "laplace",
         hidden_dims: Sequence[int] | None = None,
         activation: type[nn.Module] = nn.SiLU,
+        heavy_tails: bool = True,
         num_summary_samples: int = 4000,
     ) -> None:
         if init_scale != "laplace" and not (isinstance(init_scale, (int, float)) and init_scale > 0):
@@ -172,6 +188,7 @@ class AutoNeuralSampler(LatentVectorGuide):
         self.init_scale = init_scale
         self.hidden_dims = None if hidden_dims is None else tuple(int(h) for h in hidden_dims)
         self.activation = activation
+        self.heavy_tails = bool(heavy_tails)
         self.num_summary_samples = int(num_summary_samples)
         self.init_report: dict[str, object] = {}
         super().__init__(model, init_loc_fn=init_loc_fn)
@@ -184,6 +201,7 @@ class AutoNeuralSampler(LatentVectorGuide):
             "init_scale": self.init_scale,
             "hidden_dims": self.hidden_dims,
             "activation": self.activation.__name__,
+            "heavy_tails": self.heavy_tails,
             "num_summary_samples": self.num_summary_samples,
         }
 
@@ -261,15 +279,36 @@ class AutoNeuralSampler(LatentVectorGuide):
         self.loc = nn.Parameter(torch.zeros(dim, **options))
         # Lower triangle below the diagonal, and the diagonal's log: scale steps are
         # multiplicative, so a factor of ten costs the same whatever the scale.
+        # B's off-diagonal is scale_offdiag / sqrt(D).  Adam moves every entry by about its
+        # learning rate whatever the gradient's size, so the Monte Carlo noise of the
+        # Stein direction would add about D lr^2 to each variance of B B^T per step: in
+        # 2000 dimensions an exact start drifted to sd ratios of 1.4 within 20 steps.  The
+        # factor makes the added variance independent of D.
+        self._offdiag_factor = dim**-0.5
         self.scale_offdiag = nn.Parameter(torch.zeros(dim, dim, **options))
         self.log_scale_diag = nn.Parameter(torch.zeros(dim, **options))
         self.residual = _ResidualMLP(dim, hidden, self.activation).to(**options) if hidden else None
+        # softplus keeps lambda >= 0, where the stretch is increasing (invertible).
+        self.tail_parameter = (
+            nn.Parameter(torch.full((dim,), _INITIAL_TAIL_PARAMETER, **options)) if self.heavy_tails else None
+        )
 
     # ------------------------------------------------------------------ sampling
     def _scale_tril(self) -> Tensor:
-        return self.scale_offdiag.tril(-1) + torch.diag_embed(self.log_scale_diag.exp())
+        return self._offdiag_factor * self.scale_offdiag.tril(-1) + torch.diag_embed(self.log_scale_diag.exp())
 
-    def _whitened(self, noise: Tensor) -> Tensor:
+    @property
+    def tail_weight(self) -> Tensor | None:
+        """``lambda``, shape ``(D,)``: coordinate ``i`` of the whitened base has tails of
+        index ``2 / lambda_i`` (``None`` with ``heavy_tails=False``)."""
+        return None if self.tail_parameter is None else nn.functional.softplus(_TAIL_RATE * self.tail_parameter)
+
+    def _whitened(self, noise: Tensor, *, stretch_tails: bool = True) -> Tensor:
+        # The stretch acts on the noise, before the network: an asymptotically linear
+        # network keeps its polynomial tails, where stretching the network's output would
+        # amplify the network's own large values exponentially.
+        if self.tail_parameter is not None and stretch_tails:
+            noise = tail_stretch(noise, self.tail_weight)
         base = noise if self.residual is None else noise + self.residual(noise)
         return self.loc + base @ self._scale_tril().T
 
@@ -322,15 +361,20 @@ class AutoNeuralSampler(LatentVectorGuide):
     def recenter(self, num_samples: int | None = None) -> None:
         """Move the preconditioner to the sampler's current mean and covariance.
 
-        The trained parameters are re-expressed in the new whitened coordinates, so the
-        distribution of draws does not change; only the coordinates in which the engine's
+        The moments are those of the draws with the tail stretch left out (the bulk), since
+        a heavy-tailed sampler has no covariance.  The trained parameters are re-expressed
+        in the new whitened coordinates, so the distribution of draws does not change; only the coordinates in which the engine's
         kernel and the optimizer work do.
 
         Args:
             num_samples: draws used for the estimate; default ``max(2000, 20 D)``.
         """
         num = num_samples or max(2000, 20 * self.latent_dim)
-        z = self.sample_latent_batch(num)
+        # The moments are those of the draws without the tail stretch: a heavy-tailed
+        # sampler has no finite covariance to estimate, and the whitening only needs the
+        # bulk's location and scale.
+        noise = torch.randn(num, self.latent_dim, dtype=self._dtype, device=self._device)
+        z = self._unwhiten(self._whitened(noise, stretch_tails=False))
         mean = z.mean(0)
         centered = z - mean
         cov = centered.T @ centered / (num - 1)
@@ -346,7 +390,7 @@ class AutoNeuralSampler(LatentVectorGuide):
         ).squeeze(-1)
         scale_tril = change @ self._scale_tril()  # still lower triangular, positive diagonal
         self.loc.data.copy_(change @ self.loc + shift)
-        self.scale_offdiag.data.copy_(scale_tril.tril(-1))
+        self.scale_offdiag.data.copy_(scale_tril.tril(-1) / self._offdiag_factor)
         self.log_scale_diag.data.copy_(scale_tril.diagonal().log())
         self.precond_loc.copy_(mean)
         self.precond_scale_tril.copy_(new_precond)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import pyro_stein
-from pyro_stein import UnreliableFitWarning
+from pyro_stein import AutoNeuralSampler, UnreliableFitWarning
 from tests.models import NORMAL_DATA, hard_wall_model, normal_model
 
 MIXTURE = dist.MixtureSameFamily(dist.Categorical(torch.tensor([0.3, 0.7])), dist.Normal(torch.tensor([-4.0, 4.0]), 1.0))
@@ -126,10 +126,15 @@ def test_a_good_fit_is_reliable_and_says_so():
     assert result.reliability.seconds < result.seconds
 
 
-@pytest.mark.parametrize("engine", ["asvgd"])  # CTF's Cauchy fit is a known miss (benchmarks/hard_targets.py)
-def test_a_fit_of_a_cauchy_is_flagged_with_a_warning_naming_the_check(engine):
-    with pytest.warns(UnreliableFitWarning, match=r"stationarity check failed: .*interval.*threshold"):
-        result = pyro_stein.fit(cauchy, engine=engine, num_steps=300, seed=0, progress=False)
+# CTF's Gaussian-tailed Cauchy fit (q98 of |z| about 15 against 31.8) is a known miss of
+# the check; its default, heavy-tailed sampler overshoots instead and is flagged
+# (benchmarks/hard_targets.py).
+@pytest.mark.parametrize("engine", ["asvgd"])
+def test_a_gaussian_tailed_fit_of_a_cauchy_is_flagged_with_a_warning_naming_the_check(engine):
+    # Without its tail stretch the sampler's tails are Gaussian whatever its weights.
+    guide = AutoNeuralSampler(cauchy, heavy_tails=False)
+    with pytest.warns(UnreliableFitWarning, match=r"stationarity check failed: .*threshold"):
+        result = pyro_stein.fit(cauchy, engine=engine, guide=guide, num_steps=300, seed=0, progress=False)
     assert result.reliable is False
     assert result.reliability["stationarity"].passed is False
     draws = result.sample(20000)["z"]
