@@ -10,9 +10,10 @@ threshold it was judged against, and what to do when it fails:
   Fifty Metropolis-adjusted Langevin steps, each followed by a Cauchy jump of one
   coordinate (random-walk Metropolis), from the draws (in coordinates whitened by the
   draws' own mean and covariance) must not change, in any coordinate or in the log density,
-  the fraction of draws outside the draws' central 95% interval (5%), inside their central
-  50% interval (50%) or their mean, by more than a sampler 10% too narrow or too wide would,
-  and by more than the Monte Carlo error allows ([`pyro_stein.ops.stationarity`][pyro_stein.ops.stationarity]).
+  the fraction of draws outside the draws' central 95% interval (5%) or 99% interval (1%),
+  inside their central 50% interval (50%) or their mean, by more than a sampler 10% too
+  narrow or too wide would (20% for the 99% interval), and by more than the Monte Carlo
+  error allows ([`pyro_stein.ops.stationarity`][pyro_stein.ops.stationarity]).
   Too narrow or too light-tailed draws spread out, draws stuck in a funnel's neck climb
   out, draws that are too wide contract.
 * ``modes``: gradient ascents from dispersed starts find the posterior's modes, ascents from
@@ -328,8 +329,9 @@ def _stationarity_check(start_latents: Tensor, end_latents: Tensor, drift: Any, 
                      f"{steps}, at most {outer:.1%} of the draws lie outside their central 95% interval in any coordinate")
     advice = (
         "The draws are not stationary under the posterior: the sampler is too narrow, too wide, too light-tailed, or "
-        "stuck (a funnel's neck). Try a longer fit (num_steps), a non-centred parameterisation of hierarchical models "
-        "(pyro.infer.reparam.LocScaleReparam), or MCMC (pyro.infer.NUTS) for this posterior."
+        "stuck (a funnel's neck). Try a longer fit (num_steps); for a site whose scale is another latent (a funnel, "
+        "a centred hierarchy), the non-centred model poutine.reparam(model, config={'x': "
+        "pyro.infer.reparam.LocScaleReparam(centered=0.0)}); or MCMC (pyro.infer.NUTS) for this posterior."
     )
     return Check("stationarity", False, worst[2], worst[3], f"{steps}, {worst[1]}", advice)
 

@@ -7,7 +7,7 @@ to the model's sites through ``biject_to`` inside the model's plates.  So ``Pred
 
 Parameterisation::
 
-    z = m + L (a + B T_lambda(xi + r(xi)))
+    z = m + L (a + B (u + r(u))),    u = T_lambda(xi)
 
 * ``m, L`` (buffers): a fixed *preconditioner*, the location and Cholesky scale of the
   posterior as currently known: the Laplace approximation at first, then the sampler's own
@@ -16,7 +16,7 @@ Parameterisation::
 * ``a, B`` (trained): an affine map in whitened coordinates, starting at ``0, I``.
 * ``r`` (trained): a residual multilayer perceptron, zero at initialisation, that bends the
   Gaussian into skewed or multimodal shapes.
-* ``T_lambda`` (trained): a coordinate-wise tail stretch ``u exp(lambda u^2 / 4)``
+* ``T_lambda`` (trained): a coordinate-wise tail stretch ``xi exp(lambda xi^2 / 4)``
   (`pyro_stein.ops.tails`), the identity at ``lambda = 0``, which gives coordinate ``i``
   polynomial tails of index ``2 / lambda_i``.  A network that is asymptotically linear
   keeps Gaussian tails whatever its weights, so without it a Cauchy or Student-t
@@ -117,7 +117,7 @@ class _ResidualMLP(PyroModule):
 class AutoNeuralSampler(LatentVectorGuide):
     """Implicit autoguide for amortized Stein variational gradient descent.
 
-    Draws are ``z = m + L (a + B T(xi + r(xi)))`` with ``xi ~ N(0, I)``, mapped to every
+    Draws are ``z = m + L (a + B (u + r(u)))``, ``u = T(xi)``, with ``xi ~ N(0, I)``, mapped to every
     latent site through ``biject_to`` (see the module docstring).  The guide has no
     density; train it with [`AmortizedSVGD`][pyro_stein.AmortizedSVGD] or
     [`CTFDistillation`][pyro_stein.CTFDistillation].  After training, any number
