@@ -117,7 +117,7 @@ def laplace_start(model: Callable, args: tuple) -> tuple[LatentLayout, torch.Ten
     covariance there.  Returns ``(layout, mode, scale_tril)``."""
     layout = LatentLayout(model, *args)
     density = UnconstrainedLogDensity(model, layout)
-    start = layout._init_loc().detach().to(layout.dtype)
+    start = layout.init_loc().detach().to(layout.dtype)
     laplace = laplace_approximation(lambda z: density(z, args, {}), start)
     if laplace is None:
         return layout, start, 0.1 * torch.eye(layout.latent_dim, dtype=layout.dtype)
