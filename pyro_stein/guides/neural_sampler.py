@@ -277,14 +277,14 @@ class AutoNeuralSampler(LatentVectorGuide):
             hidden = (width, width)
         options = {"dtype": self._dtype, "device": self._device}
         self.loc = nn.Parameter(torch.zeros(dim, **options))
-        # Lower triangle below the diagonal, and the diagonal's log: scale steps are
-        # multiplicative, so a factor of ten costs the same whatever the scale.
         # B's off-diagonal is scale_offdiag / sqrt(D).  Adam moves every entry by about its
         # learning rate whatever the gradient's size, so the Monte Carlo noise of the
         # Stein direction would add about D lr^2 to each variance of B B^T per step: in
-        # 2000 dimensions an exact start drifted to sd ratios of 1.4 within 20 steps.  The
-        # factor makes the added variance independent of D.
+        # 2000 dimensions an exact start drifted to sd ratios of up to 1.9 within 20 steps.
+        # The factor makes the added variance independent of D.
         self._offdiag_factor = dim**-0.5
+        # Lower triangle below the diagonal, and the diagonal's log: scale steps are
+        # multiplicative, so a factor of ten costs the same whatever the scale.
         self.scale_offdiag = nn.Parameter(torch.zeros(dim, dim, **options))
         self.log_scale_diag = nn.Parameter(torch.zeros(dim, **options))
         self.residual = _ResidualMLP(dim, hidden, self.activation).to(**options) if hidden else None
@@ -362,17 +362,14 @@ class AutoNeuralSampler(LatentVectorGuide):
         """Move the preconditioner to the sampler's current mean and covariance.
 
         The moments are those of the draws with the tail stretch left out (the bulk), since
-        a heavy-tailed sampler has no covariance.  The trained parameters are re-expressed
-        in the new whitened coordinates, so the distribution of draws does not change; only the coordinates in which the engine's
-        kernel and the optimizer work do.
+        a heavy-tailed sampler has no covariance to estimate.  The trained parameters are
+        re-expressed in the new whitened coordinates, so the distribution of draws does not
+        change; only the coordinates in which the engine's kernel and the optimizer work do.
 
         Args:
             num_samples: draws used for the estimate; default ``max(2000, 20 D)``.
         """
         num = num_samples or max(2000, 20 * self.latent_dim)
-        # The moments are those of the draws without the tail stretch: a heavy-tailed
-        # sampler has no finite covariance to estimate, and the whitening only needs the
-        # bulk's location and scale.
         noise = torch.randn(num, self.latent_dim, dtype=self._dtype, device=self._device)
         z = self._unwhiten(self._whitened(noise, stretch_tails=False))
         mean = z.mean(0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["tail_stretch", "tail_stretch_log_derivative", "tail_index"]
+__all__ = ["tail_stretch", "tail_stretch_log_derivative"]
 
 #: ``tail_weight * u**2 / 4`` is clamped here so that a far draw stays finite (``exp(60)``
 #: is about ``1e26``, within float32) instead of overflowing.
@@ -54,7 +54,3 @@ def tail_stretch_log_derivative(u: Tensor, tail_weight: Tensor) -> Tensor:
     half = tail_weight * u.square() / 2
     return half / 2 + torch.log1p(half)
 
-
-def tail_index(tail_weight: Tensor) -> Tensor:
-    """The polynomial tail index ``2 / tail_weight`` (``inf`` for Gaussian tails)."""
-    return 2.0 / tail_weight
