@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import signal
@@ -36,6 +37,7 @@ from ..engines import AmortizedSVGD, CTFDistillation, Engine
 from ..glue.autoguide import guide_param_prefix, set_up
 from ..glue.density import UnconstrainedLogDensity
 from ..glue.fingerprint import argument_fingerprint, model_fingerprint
+from ..glue.noncentring import NoncentredModel, centred_hierarchical_sites
 from ..glue.params import model_param_state
 from ..guides.neural_sampler import AutoNeuralSampler
 from ..guides.protocols import LatentSampler, ParticleSampler
@@ -209,6 +211,7 @@ def fit(
     checkpoint_every: int | None = None,
     average_last: float | None = None,
     check: bool = True,
+    noncentre: bool = True,
     **kwargs: Any,
 ) -> FitResult:
     """Train a posterior sampler for ``model`` and return it with its training history.
@@ -261,6 +264,14 @@ def fit(
             ``result.reliable``, and a failed check raises an `UnreliableFitWarning` naming
             the check, its figure and what to try.  ``False`` skips it (``result.reliable``
             is then ``None``).
+        noncentre: when the stationarity check fails on a fit of the default guide and the
+            model has centred hierarchical sites (location-scale latents whose location or
+            scale depends on other latents, e.g. ``theta ~ Normal(mu, tau)``), fit once more
+            with them non-centred (``poutine.reparam`` with ``LocScaleReparam(centered=0.0)``,
+            see `NoncentredModel`) and return that fit if it is reliable.  Its guide still
+            emits the original sites, so ``result.sample``, ``Predictive(model, result.guide)``
+            and ``result.to_arviz()`` see ``theta`` (and ``theta_decentered``);
+            ``result.noncentred`` names the sites.  ``False`` never refits.
 
     Returns:
         A `FitResult`; ``result.sample(n)`` gives ``n`` posterior draws per site.
@@ -298,6 +309,7 @@ def fit(
     if seed is not None:
         pyro.set_rng_seed(seed)
     engine = _make_engine(engine)
+    guide_is_default, optim_is_default = guide is None, optim is None
     guide = AutoNeuralSampler(model) if guide is None else guide
     optim = _default_optim(num_steps) if optim is None else optim
     checkpoint_every = DEFAULTS["checkpoint_every"] if checkpoint_every is None else checkpoint_every
@@ -310,16 +322,86 @@ def fit(
         raise ValueError(f"average_last must lie in [0, 1], got {average_last!r}")
     average_from = num_steps - round(num_steps * average_last)
 
+    settings = {"seed": seed, "num_steps": num_steps, "average_last": float(average_last)}
+    train = functools.partial(
+        _train, engine=engine, args=args, kwargs=kwargs, num_steps=num_steps, seed=seed, progress=progress,
+        checkpoint_every=checkpoint_every, average_from=average_from, settings=settings, check=check,
+    )
+    start = time.perf_counter()
+    result, fitted = train(model, guide, optim, path)
+    refit_note = ""
+    if noncentre and guide_is_default and isinstance(engine, Engine) and _stationarity_failed(result, num_steps):
+        sites = centred_hierarchical_sites(model, args, kwargs)
+        if sites:
+            result, fitted, refit_note = _refit_noncentred(model, sites, result, fitted, train, optim_is_default, path, progress)
+    store = pyro.get_param_store()
+    _keep_fitted_params(result, fitted, store)
+    result.seconds = time.perf_counter() - start
+    if progress and result.ksd is not None:
+        verdict = "" if result.reliable is None else f"; reliable={result.reliable}"
+        tqdm.write(
+            f"pyro_stein.fit: {result.num_steps} steps in {result.seconds:.1f} s; KSD of the sampler {result.ksd:.3g}{verdict}"
+        )
+    if result.reliability is not None and not result.reliability.reliable:
+        warn(f"pyro_stein.fit: result.reliable is False: {result.reliability.message()}{refit_note}", UnreliableFitWarning)
+    return result
+
+
+def _stationarity_failed(result: FitResult, num_steps: int) -> bool:
+    """Whether a complete fit's stationarity check failed (the funnel's signature)."""
+    if result.num_steps < num_steps or result.reliability is None or result.reliability.reliable:
+        return False
+    return any(check.name == "stationarity" for check in result.reliability.failed)
+
+
+def _refit_noncentred(
+    model: Callable, sites: tuple[str, ...], result: FitResult, fitted: StateDict, train: Callable,
+    optim_is_default: bool, path: Path | None, progress: bool,
+) -> tuple[FitResult, StateDict, str]:
+    """Fit ``model`` once more with ``sites`` non-centred; keep that fit if it is reliable.
+    Returns the fit kept, its parameter-store state, and a sentence for the warning when
+    the refit was not kept.
+
+    A stationarity failure on a centred hierarchy is the funnel: no sampler of ours follows
+    a conditional scale that changes by orders of magnitude, but the non-centred posterior has
+    none of that geometry and the same information (the original sites come back from it).
+    """
+    noncentred = NoncentredModel(model, sites)
+    if progress:
+        tqdm.write(
+            f"pyro_stein.fit: the stationarity check failed on the centred hierarchy; fitting again with "
+            f"{list(sites)} non-centred (poutine.reparam with LocScaleReparam(centered=0.0))"
+        )
+    optim = _default_optim(result.num_steps) if optim_is_default else result.optim
+    refit_path = None if path is None else path.with_name(path.name + ".noncentred")
+    refit, refit_fitted = train(noncentred, AutoNeuralSampler(noncentred), optim, refit_path)
+    if refit.reliable:
+        refit.model = model  # the guide emits the original sites too: the user's model runs with it
+        refit.noncentred = sites
+        refit.centred_reliability = result.reliability
+        refit.num_steps_total = result.num_steps + refit.num_steps
+        return refit, refit_fitted, ""
+    return result, fitted, (
+        f" | A refit with {list(sites)} non-centred was not reliable either, so the centred fit is returned: "
+        f"{refit.reliability.message()}"
+    )
+
+
+def _train(
+    model: Callable, guide: Any, optim: pyro.optim.PyroOptim, path: Path | None, *, engine: Engine | ELBO,
+    args: tuple, kwargs: dict, num_steps: int, seed: int | None, progress: bool, checkpoint_every: int,
+    average_from: int, settings: dict[str, Any], check: bool,
+) -> tuple[FitResult, StateDict]:
+    """One training run of `fit()`, resumed from ``path`` when it holds one: the result and
+    the parameter-store state it trained (which `fit()` puts in the global store)."""
     result = FitResult(model=model, guide=guide, engine=engine, optim=optim, args=args, kwargs=kwargs)
     average = TailAverage(guide)
-    start = time.perf_counter()
     store = pyro.get_param_store()
     # A fresh store: parameters of earlier fits (or of other guides) cannot leak into this one.
     with store.scope() as fitted:
         fingerprint: dict[str, str] = {}
         saved = None
         if path is not None:
-            settings = {"seed": seed, "num_steps": num_steps, "average_last": float(average_last)}
             fingerprint = run_fingerprint(model, args, kwargs, engine=engine, guide=guide, optim=optim, settings=settings)
             if path.exists():
                 saved = read_checkpoint(path, fingerprint)
@@ -384,16 +466,7 @@ def fit(
         result.ksd = _final_ksd(guide, density, args, kwargs)
         if check:
             result.reliability = _fit_reliability(model, guide, density, args, kwargs, 0 if seed is None else seed)
-    _keep_fitted_params(result, fitted, store)
-    result.seconds = time.perf_counter() - start
-    if progress and result.ksd is not None:
-        verdict = "" if result.reliable is None else f"; reliable={result.reliable}"
-        tqdm.write(
-            f"pyro_stein.fit: {result.num_steps} steps in {result.seconds:.1f} s; KSD of the sampler {result.ksd:.3g}{verdict}"
-        )
-    if result.reliability is not None and not result.reliability.reliable:
-        warn(f"pyro_stein.fit: result.reliable is False: {result.reliability.message()}", UnreliableFitWarning)
-    return result
+    return result, fitted
 
 
 def _keep_fitted_params(result: FitResult, fitted: StateDict, store: ParamStoreDict) -> None:

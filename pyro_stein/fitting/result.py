@@ -49,6 +49,11 @@ class FitResult:
         reliability: every reliability check on the returned sampler's draws, with its
             figure and threshold ([`Reliability`][pyro_stein.diagnostics.reliability.Reliability]);
             ``None`` when `fit()` ran with ``check=False``.  See `reliable`.
+        noncentred: the sites `fit()` non-centred after the centred fit failed its
+            stationarity check (``()`` when it did not refit): the guide was trained on the
+            non-centred model and emits both ``site`` and ``site_decentered``.
+        centred_reliability: the verdict on that centred fit (``None`` without a refit).
+        num_steps_total: steps of both fits when `fit()` refitted (``None`` otherwise).
 
     Parameters: `fit()` leaves the fitted ``pyro.param`` values in Pyro's global
     parameter store, as ``SVI`` does, so ``pyro.param(name)`` and
@@ -69,6 +74,9 @@ class FitResult:
     ksd: float | None = None
     param_state: StateDict = field(default_factory=lambda: {"params": {}, "constraints": {}}, repr=False)
     reliability: Reliability | None = None
+    noncentred: tuple[str, ...] = ()
+    centred_reliability: Reliability | None = None
+    num_steps_total: int | None = None
 
     @property
     def reliable(self) -> bool | None:

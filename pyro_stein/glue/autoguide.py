@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from torch import Tensor
 
 from .layout import PARTICLE_PLATE, LatentLayout
+from .noncentring import NoncentredModel
 
 __all__ = [
     "LatentVectorGuide",
@@ -50,6 +52,12 @@ class LatentVectorGuide(AutoContinuous):
 
     def __init__(self, model: Callable, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
+        # Pyro wraps the model in its init handler, and poutine.reparam applies an enclosing
+        # init handler to the sites it reparameterises (so a deterministic site of a reparameterised
+        # model would read its initial value): densities must use the model itself.  In a
+        # tuple, as Pyro keeps it, so that a PyroModule model does not become a submodule.
+        self._model_itself = (model,)
+        self._noncentred = model if isinstance(model, NoncentredModel) else None
         # Pyro names an autoguide's parameters after its class, so two guides of one class
         # share names in the parameter store: a second guide on another model would then read
         # (or train) the first one's tensors. Each guide gets its own prefix instead: the first
@@ -63,6 +71,26 @@ class LatentVectorGuide(AutoContinuous):
         if self.prototype_trace is None:
             with poutine.block():
                 self._setup_prototype(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """One draw of every latent site, as `AutoContinuous` makes it; for a guide of a
+        `NoncentredModel`, also each original site (a ``Delta`` at its value, in its plates),
+        so that ``Predictive(model, guide)`` on the user's model sees the sites it has."""
+        values = super().forward(*args, **kwargs)
+        if self._noncentred is not None:
+            plates = self.plates  # made by this call's AutoContinuous.forward; a second call would repeat their sites
+            for name, value in self._noncentred.restore(values, args, kwargs).items():
+                site = self.prototype_trace.nodes[f"{name}_decentered"]  # same event shape as the original
+                with contextlib.ExitStack() as stack:
+                    for frame in self._cond_indep_stacks[f"{name}_decentered"]:
+                        stack.enter_context(plates[frame.name])
+                    values[name] = pyro.sample(name, dist.Delta(value, event_dim=site["fn"].event_dim))
+        return values
+
+    @property
+    def model_itself(self) -> Callable:
+        """The model the guide was built for, without Pyro's initialisation handler."""
+        return self._model_itself[0]
 
     @property
     def is_set_up(self) -> bool:
@@ -89,6 +117,7 @@ class LatentVectorGuide(AutoContinuous):
             raise
         self._refuse_subsampled_local_latents()
         self.layout = LatentLayout.from_trace(self.prototype_trace, args, kwargs, model=self.model)
+        self.layout.noncentred = self._noncentred
         self.setup_sampler(args, kwargs)
 
     def _raise_for_discrete_sites(self, error: Exception) -> None:

@@ -159,6 +159,9 @@ class LatentLayout:
 
     def _init_from(self, trace: poutine.Trace, args: tuple, kwargs: dict) -> None:
         self.trace = trace
+        self.args, self.kwargs = tuple(args), dict(kwargs)
+        #: the `NoncentredModel` the trace came from, whose original sites `unpack` restores
+        self.noncentred: Any = None
         self.sites: list[dict] = [site for _, site in trace.iter_stochastic_nodes()]
         if not self.sites:
             raise ValueError("the model has no latent sites: there is no posterior to lay out")
@@ -212,15 +215,26 @@ class LatentLayout:
             yield site, latent[..., position : position + size].reshape(shape)
             position += size
 
-    def unpack(self, latent: Tensor) -> dict[str, Tensor]:
+    def unpack(self, latent: Tensor, *, restore: bool = True) -> dict[str, Tensor]:
         """Unconstrained ``(n, D)`` -> constrained ``{site: (n, *site_shape)}`` (the site
-        shape as the model uses it, no plate padding); the inverse of `pack()`."""
+        shape as the model uses it, no plate padding); the inverse of `pack()`.
+
+        For a `NoncentredModel` (`noncentred`) the original sites follow the latent ones (``x`` after
+        ``x_decentered``), computed at the draws with the layout's model arguments, unless
+        ``restore=False``.
+        """
         num = latent.shape[0]
         padded = latent.reshape((num,) + (1,) * self.max_plate_nesting + (self.latent_dim,))
-        return {
+        unpacked = {
             site["name"]: biject_to(site["fn"].support)(value).reshape((num,) + site["value"].shape)
             for site, value in self.unpack_unconstrained(padded)
         }
+        if restore and self.noncentred is not None:
+            event_dims = {site["name"]: site["fn"].event_dim for site in self.sites}
+            unpacked.update(
+                self.noncentred.restore_draws(unpacked, event_dims, self.max_plate_nesting, self.args, self.kwargs)
+            )
+        return unpacked
 
     def pack(self, values: dict[str, Tensor]) -> Tensor:
         """Constrained draws ``{site: (n, *site_shape)}`` -> unconstrained ``(n, D)``.

@@ -211,7 +211,7 @@ class AutoNeuralSampler(LatentVectorGuide):
         # A float64 model trains in float64, flat (ImproperUniform) sites included.
         self._dtype = self.layout.dtype
         self._device = self.layout.device
-        density = UnconstrainedLogDensity(self.model, self.layout, frozen_subsample=True)
+        density = UnconstrainedLogDensity(self.model_itself, self.layout, frozen_subsample=True)
         with poutine.block():  # initialisation runs the model; none of it is a step
             start = self._feasible_start(density, args, kwargs)
             loc, scale_tril = self._initial_preconditioner(density, start, args, kwargs)
@@ -418,7 +418,13 @@ class AutoNeuralSampler(LatentVectorGuide):
         if q.dim() != 1 or ((q < 0) | (q > 1)).any():
             raise ValueError(f"quantiles must be a list of numbers in [0, 1], got {quantiles!r}")
         latent = self.sample_latent_batch(self.num_summary_samples)
-        return self.layout.unpack(torch.quantile(latent, q, dim=0))
+        result = self.layout.unpack(torch.quantile(latent, q, dim=0), restore=False)
+        # A non-centred model's original sites are functions of several latents: their
+        # quantiles are those of their own draws, not the function at the latents' quantiles.
+        for name, value in self.layout.unpack(latent).items():
+            if name not in result:
+                result[name] = torch.quantile(value, q, dim=0)
+        return result
 
     @torch.no_grad()
     def median(self, *args, **kwargs) -> dict[str, Tensor]:
