@@ -53,7 +53,6 @@ from ..ops.stationarity import coverage_drift, mala_drift
 
 __all__ = [
     "COVERAGE_BANDS",
-    "LOG_DENSITY_SD_BIAS",
     "Check",
     "Reliability",
     "UnreliableFitWarning",
@@ -85,12 +84,6 @@ COVERAGE_BANDS = {
 }
 #: The largest allowed mean change, in sds of the draws.
 MAX_MEAN_SHIFT = 0.1
-#: The log density's mean may move by what an average bias of this fraction in the
-#: coordinates' sds moves it: a D-dimensional Gaussian's log density has sd sqrt(D / 2) and
-#: moves by about D times the bias, i.e. ``bias * sqrt(2 D)`` of its sds.  A fixed 0.1 sd
-#: would ask for an average bias below 0.1 / sqrt(2 D) (0.35% at D = 400), far inside the
-#: 10% tolerance a fit is judged accurate by, and flagged right 400-dimensional fits.
-LOG_DENSITY_SD_BIAS = 0.04
 #: The largest allowed fraction of the stationarity check's proposals with a non-finite log
 #: density (a few overflow in a funnel's neck; a wall rejects a third of them).
 MAX_INVALID_PROPOSALS = 0.01
@@ -322,9 +315,7 @@ def _stationarity_check(start_latents: Tensor, end_latents: Tensor, drift: Any, 
             worst = (float(excess[index] / se[index]), f"{float(value[index]):.1%} of them lie {label} of the draws in "
                      f"{names[index]}, {null:.0%} for posterior draws", float(value[index]), bounds)
     shift = figures.mean_shift.abs()
-    floor = torch.full_like(figures.mean_shift_se, MAX_MEAN_SHIFT)
-    floor[-1] = max(MAX_MEAN_SHIFT, LOG_DENSITY_SD_BIAS * math.sqrt(2 * start_latents.shape[-1]))
-    allowance = torch.maximum(multiplier * figures.mean_shift_se, floor)
+    allowance = torch.clamp(multiplier * figures.mean_shift_se, min=MAX_MEAN_SHIFT)
     excess = shift - allowance
     index = int(excess.argmax())
     if float(excess[index]) > 0 and (worst is None or float(excess[index] / figures.mean_shift_se[index]) > worst[0]):

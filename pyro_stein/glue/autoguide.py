@@ -116,7 +116,7 @@ class LatentVectorGuide(AutoContinuous):
             self._raise_for_discrete_sites(error)
             raise
         self._refuse_subsampled_local_latents()
-        self.layout = LatentLayout.from_trace(self.prototype_trace, args, kwargs, model=self.model)
+        self.layout = LatentLayout.from_trace(self.prototype_trace, args, kwargs, model=self.model_itself)
         self.layout.noncentred = self._noncentred
         self.setup_sampler(args, kwargs)
 

@@ -8,12 +8,14 @@ least twice the threshold.  The fits are short versions of the benchmark's targe
 """
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
+from pyro.infer import Predictive
 from pyro.infer.reparam import LocScaleReparam
 
 import pyro_stein
@@ -172,10 +174,31 @@ def test_a_funnel_fit_is_flagged_and_the_advised_non_centred_model_fits_it():
     # seeds 0 and 1); the non-centred model the advice names is a Gaussian for the sampler
     # (v: mean 0.01, sd 2.98 and 3.01).  20000 draws estimate v's sd within 0.5%.
     with pytest.warns(UnreliableFitWarning, match="LocScaleReparam"):
-        centred = pyro_stein.fit(funnel, num_steps=300, seed=0, progress=False)
-    assert centred.reliability["stationarity"].passed is False
+        centred = pyro_stein.fit(funnel, num_steps=300, seed=0, progress=False, noncentre=False)
+    assert centred.reliability["stationarity"].passed is False and centred.noncentred == ()
     noncentred_model = poutine.reparam(funnel, config={"x": LocScaleReparam(centered=0.0)})
     noncentred = pyro_stein.fit(noncentred_model, num_steps=300, seed=0, progress=False)
     assert noncentred.reliable is True
     v = noncentred.sample(20000)["v"]
     assert abs(float(v.mean())) < 0.1 and abs(float(v.std()) / 3.0 - 1) < 0.05
+
+
+def test_fit_refits_a_flagged_funnel_non_centred_and_its_guide_serves_the_users_model():
+    # By default the flagged centred fit above is followed by a fit of the non-centred model:
+    # reliable, v within the tolerances above, and x restored as exp(v / 2) x_decentered.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnreliableFitWarning)
+        result = pyro_stein.fit(funnel, num_steps=300, seed=0, progress=False)
+    assert result.reliable is True and result.noncentred == ("x",)
+    assert result.centred_reliability["stationarity"].passed is False
+    assert result.model is funnel and result.num_steps_total == 600
+    draws = result.sample(20000)
+    v, x = draws["v"], draws["x"]
+    assert abs(float(v.mean())) < 0.1 and abs(float(v.std()) / 3.0 - 1) < 0.05
+    torch.testing.assert_close(x, torch.exp(v / 2).unsqueeze(-1) * draws["x_decentered"])
+    # Predictive on the user's (centred) model sees the restored x (sequentially: the model's
+    # expand([4]) does not broadcast over a batch of v).  4000 draws: sds within 10%.
+    predicted = Predictive(funnel, guide=result.guide, num_samples=4000)()
+    assert abs(float(predicted["v"].std()) / 3.0 - 1) < 0.1
+    x_sd = float((predicted["x"] / torch.exp(predicted["v"] / 2).reshape(-1, 1)).std())
+    assert abs(x_sd - 1) < 0.1  # x / exp(v / 2) is N(0, 1) under the posterior
