@@ -54,7 +54,7 @@ class LatentVectorGuide(AutoContinuous):
         super().__init__(model, **kwargs)
         # Pyro wraps the model in its init handler, and poutine.reparam applies an enclosing
         # init handler to the sites it reparameterises (so a deterministic site of a reparameterised
-        # model would read its initial value): densities must use the model itself.  In a
+        # model would read its initial value): a non-centred model's densities use the model itself.  In a
         # tuple, as Pyro keeps it, so that a PyroModule model does not become a submodule.
         self._model_itself = (model,)
         self._noncentred = model if isinstance(model, NoncentredModel) else None
@@ -116,7 +116,7 @@ class LatentVectorGuide(AutoContinuous):
             self._raise_for_discrete_sites(error)
             raise
         self._refuse_subsampled_local_latents()
-        self.layout = LatentLayout.from_trace(self.prototype_trace, args, kwargs, model=self.model_itself)
+        self.layout = LatentLayout.from_trace(self.prototype_trace, args, kwargs, model=self.model)
         self.layout.noncentred = self._noncentred
         self.setup_sampler(args, kwargs)
 

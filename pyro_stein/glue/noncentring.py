@@ -22,12 +22,14 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.infer.inspect import get_dependencies
 from pyro.infer.reparam import LocScaleReparam
 from torch import Tensor
 from torch.distributions import constraints
 
 from .batching import choose_batching
+from .initialization import init_to_feasible
 from .layout import PARTICLE_PLATE, feasible_trace
 
 __all__ = ["NoncentredModel", "centred_hierarchical_sites"]
@@ -64,8 +66,10 @@ def centred_hierarchical_sites(model: Callable[..., Any], args: tuple = (), kwar
     kwargs = kwargs or {}
     trace = feasible_trace(model, args, kwargs)
     latents = {name for name, site in trace.iter_stochastic_nodes()}
+    # At feasible values, as the trace above: get_dependencies would otherwise draw from the
+    # prior, which an ImproperUniform site cannot.
     with poutine.block(), pyro.validation_enabled(False):
-        dependencies = get_dependencies(model, args, kwargs)["prior_dependencies"]
+        dependencies = get_dependencies(InitMessenger(init_to_feasible)(model), args, kwargs)["prior_dependencies"]
     return tuple(
         name
         for name, site in trace.iter_stochastic_nodes()
@@ -134,7 +138,8 @@ class NoncentredModel:
             draws: ``{latent site: (n, *site_shape)}``.
             event_dims: each latent site's event dim.
             max_plate_nesting: the model's plate depth.
-            args, kwargs: the model's arguments.
+            args: the model's positional arguments.
+            kwargs: the model's keyword arguments.
 
         Returns:
             ``{site: (n, *site_shape)}`` for each non-centred site.

@@ -31,6 +31,7 @@ def funnel():
 
 
 def flat_priors():
+    pyro.sample("flat", dist.ImproperUniform(dist.constraints.real, (), ()))  # cannot be sampled
     scale = pyro.sample("scale", dist.HalfNormal(1.0))  # positive: not a location-scale family on R
     pyro.sample("w", dist.Normal(0.0, 1.0))  # fixed location and scale: nothing to gain
     pyro.sample("u", dist.Gamma(2.0, scale))  # depends on scale but is not location-scale
