@@ -52,11 +52,7 @@ class LatentVectorGuide(AutoContinuous):
 
     def __init__(self, model: Callable, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        # Pyro wraps the model in its init handler, and poutine.reparam applies an enclosing
-        # init handler to the sites it reparameterises (so a deterministic site of a reparameterised
-        # model would read its initial value): a non-centred model's densities use the model itself.  In a
-        # tuple, as Pyro keeps it, so that a PyroModule model does not become a submodule.
-        self._model_itself = (model,)
+        # Pyro wraps self.model in its init handler; the NoncentredModel itself restores sites.
         self._noncentred = model if isinstance(model, NoncentredModel) else None
         # Pyro names an autoguide's parameters after its class, so two guides of one class
         # share names in the parameter store: a second guide on another model would then read
@@ -88,9 +84,12 @@ class LatentVectorGuide(AutoContinuous):
         return values
 
     @property
-    def model_itself(self) -> Callable:
-        """The model the guide was built for, without Pyro's initialisation handler."""
-        return self._model_itself[0]
+    def density_model(self) -> Callable:
+        """The model whose log density the guide's set-up evaluates: ``self.model`` (Pyro's
+        init-wrapped model), except for a `NoncentredModel`, whose own sites ``poutine.reparam``
+        would set from an enclosing init handler (its deterministic sites would then read
+        their initial values), so that one is used without the wrapper."""
+        return self.model if self._noncentred is None else self._noncentred
 
     @property
     def is_set_up(self) -> bool:

@@ -211,10 +211,7 @@ class AutoNeuralSampler(LatentVectorGuide):
         # A float64 model trains in float64, flat (ImproperUniform) sites included.
         self._dtype = self.layout.dtype
         self._device = self.layout.device
-        # A non-centred model's deterministic sites would read Pyro's initial values (see
-        # model_itself); other models keep the init-wrapped model.
-        model = self.model if self._noncentred is None else self.model_itself
-        density = UnconstrainedLogDensity(model, self.layout, frozen_subsample=True)
+        density = UnconstrainedLogDensity(self.density_model, self.layout, frozen_subsample=True)
         with poutine.block():  # initialisation runs the model; none of it is a step
             start = self._feasible_start(density, args, kwargs)
             loc, scale_tril = self._initial_preconditioner(density, start, args, kwargs)
