@@ -47,9 +47,10 @@ from torch import Tensor
 
 from ..glue.density import UnconstrainedLogDensity
 from ..glue.layout import LatentLayout
+from ..ops.dimensions import HIGH_DIMENSION
 from ..ops.laplace import negative_hessian
 from ..ops.modes import ascend, group_modes
-from ..ops.stationarity import coverage_drift, mala_drift
+from ..ops.stationarity import coverage_drift, gaussian_log_density_bands, mala_drift
 
 __all__ = [
     "COVERAGE_BANDS",
@@ -290,6 +291,29 @@ def _noise_multiplier(num_tests: int) -> float:
     return statistics.NormalDist().inv_cdf(1 - FALSE_ALARM_RATE / (2 * num_tests))
 
 
+def _shift_bounds(lower: float, upper: float) -> str:
+    if math.isclose(-lower, upper, rel_tol=1e-6):
+        return f"at most {upper:.2f} sd"
+    return f"{lower:+.2f} to {upper:+.2f} sd"
+
+
+def _bands(dim: int, like: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """``{statistic: (lowest, highest)}`` allowed per column (``D`` coordinates, then the
+    log density), before the Monte Carlo allowance.  From ``HIGH_DIMENSION`` coordinates on,
+    the log density's bands widen to what a 10% scale error in every coordinate shows (20%
+    for the 99% interval): the coordinates' own bands allow that error, and in ``D``
+    dimensions it moves the log density by about ``0.2 sqrt(D / 2)`` of its sds, so a
+    per-coordinate band on the log density flagged 400-D fits whose sds were all within 3%."""
+    bands = {label: (torch.full_like(like, low), torch.full_like(like, high))
+             for label, (_, low, high) in COVERAGE_BANDS.items()}
+    bands["mean shift"] = (torch.full_like(like, -MAX_MEAN_SHIFT), torch.full_like(like, MAX_MEAN_SHIFT))
+    if dim >= HIGH_DIMENSION:
+        for label, (low, high) in gaussian_log_density_bands(dim).items():
+            lows, highs = bands[label]
+            lows[-1], highs[-1] = min(float(lows[-1]), low), max(float(highs[-1]), high)
+    return bands
+
+
 def _stationarity_check(start_latents: Tensor, end_latents: Tensor, drift: Any, names: list[str]) -> Check:
     # The figures are taken in the model's unconstrained coordinates, not the whitened ones:
     # whitening by the draws' own covariance fits those draws, so moved draws would look
@@ -299,29 +323,32 @@ def _stationarity_check(start_latents: Tensor, end_latents: Tensor, drift: Any, 
     names = [*names, "the log density"]
     figures = coverage_drift(start, end)
     multiplier = _noise_multiplier(4 * start.shape[-1])
+    bands = _bands(start.shape[-1] - 1, figures.outer)
     worst: tuple[float, str, float, str] | None = None  # (excess in noise units, statistic, value, allowed)
     for label, value, se in (
         ("outside the central 95% interval", figures.outer, figures.outer_se),
         ("outside the central 99% interval", figures.tail, figures.tail_se),
         ("inside the central 50% interval", figures.inner, figures.inner_se),
     ):
-        null, low, high = COVERAGE_BANDS[label]
+        null = COVERAGE_BANDS[label][0]
+        low, high = bands[label]
         allowance = multiplier * se
-        excess = torch.maximum(value - torch.maximum(torch.full_like(se, high), null + allowance),
-                               torch.minimum(torch.full_like(se, low), null - allowance) - value)
+        upper, lower = torch.maximum(high, null + allowance), torch.minimum(low, null - allowance)
+        excess = torch.maximum(value - upper, lower - value)
         index = int(excess.argmax())
         if float(excess[index]) > 0 and (worst is None or float(excess[index] / se[index]) > worst[0]):
-            bounds = f"{max(0.0, min(low, null - float(allowance[index]))):.1%} to {max(high, null + float(allowance[index])):.1%}"
+            bounds = f"{max(0.0, float(lower[index])):.1%} to {float(upper[index]):.1%}"
             worst = (float(excess[index] / se[index]), f"{float(value[index]):.1%} of them lie {label} of the draws in "
                      f"{names[index]}, {null:.0%} for posterior draws", float(value[index]), bounds)
-    shift = figures.mean_shift.abs()
-    allowance = torch.clamp(multiplier * figures.mean_shift_se, min=MAX_MEAN_SHIFT)
-    excess = shift - allowance
+    low, high = bands["mean shift"]
+    noise = multiplier * figures.mean_shift_se
+    upper, lower = torch.maximum(high, noise), torch.minimum(low, -noise)
+    excess = torch.maximum(figures.mean_shift - upper, lower - figures.mean_shift)
     index = int(excess.argmax())
     if float(excess[index]) > 0 and (worst is None or float(excess[index] / figures.mean_shift_se[index]) > worst[0]):
         worst = (float(excess[index] / figures.mean_shift_se[index]),
                  f"the mean of {names[index]} moved by {float(figures.mean_shift[index]):+.2f} sd",
-                 float(figures.mean_shift[index]), f"at most {float(allowance[index]):.2f} sd")
+                 float(figures.mean_shift[index]), _shift_bounds(float(lower[index]), float(upper[index])))
     steps = f"after {MALA_STEPS} Metropolis-adjusted Langevin steps and Cauchy coordinate jumps from the draws (acceptance {drift.acceptance:.2f}), which leave the posterior invariant"
     if worst is None:
         outer = float(figures.outer.max())

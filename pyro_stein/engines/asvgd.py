@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..ops.dimensions import HIGH_DIMENSION
 from ..ops.kernels import RadialKernel, RBFKernel
-from ..ops.stein import kernel_gram, squared_ksd, stein_direction
+from ..ops.stein import kernel_gram, moment_direction, squared_ksd, stein_direction
 from .base import ParticleEngine, ParticleRun
 
 __all__ = ["AmortizedSVGD", "DEFAULT_BANDWIDTH_FACTOR"]
@@ -84,6 +85,13 @@ class AmortizedSVGD(ParticleEngine):
             one-particle evaluations on the first step, and falls back to a per-particle
             loop with a warning; or ``"plate"``, ``"vmap"``, ``"loop"`` (see
             [`pyro_stein.glue.batching`][pyro_stein.glue.batching]).
+        moment_kernel: add the Stein direction of the coordinate-wise linear kernel
+            ([`moment_direction()`][pyro_stein.ops.stein.moment_direction]) to the radial
+            kernel's.  ``None`` (default): from 100 latent dimensions on
+            ([`HIGH_DIMENSION`][pyro_stein.ops.dimensions.HIGH_DIMENSION]), where the radial
+            kernel's signal about each coordinate's scale is drowned by the noise of the
+            other coordinates and a 2000-D Gaussian's exact start drifted to sd ratios of
+            0.79 to 1.11 in 200 steps.  The monitored discrepancy stays the radial kernel's.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
@@ -117,12 +125,16 @@ class AmortizedSVGD(ParticleEngine):
         precondition: bool = True,
         recenter_every: int = 50,
         batching: str = "auto",
+        moment_kernel: bool | None = None,
     ) -> None:
+        if moment_kernel is not None and not isinstance(moment_kernel, bool):
+            raise TypeError(f"moment_kernel must be True, False or None (automatic), got {moment_kernel!r}")
         if kernel is not None and not isinstance(kernel, RadialKernel):
             raise TypeError(f"kernel must be a pyro_stein.ops.kernels.RadialKernel, got {type(kernel).__name__}")
         super().__init__(num_particles, precondition=precondition, recenter_every=recenter_every, batching=batching)
         self.kernel = kernel if kernel is not None else RBFKernel(bandwidth_factor=DEFAULT_BANDWIDTH_FACTOR)
         self.leave_one_out = leave_one_out
+        self.moment_kernel = moment_kernel
 
     def particle_loss(self, run: ParticleRun, guide: Any, args: tuple, kwargs: dict) -> Tensor:
         """A scalar whose gradient is minus the amortized SVGD update of the guide's
@@ -142,10 +154,19 @@ class AmortizedSVGD(ParticleEngine):
         direction = stein_direction(
             white_scores, gram, leave_one_out=self.leave_one_out, invalid_pull=INVALID_PULL
         )
+        if self.uses_moment_kernel(whitened.shape[-1]):
+            direction = direction + moment_direction(
+                whitened.detach(), white_scores, valid, leave_one_out=self.leave_one_out
+            )
         sq_ksd = squared_ksd(white_scores, gram)
         self._record(run, valid, direction, gram.profile.bandwidth, sq_ksd)
         # Value: the monitored discrepancy.  Gradient: the Stein update.
         return self.surrogate(whitened, direction, sq_ksd, log_p[valid] if density.has_model_params else None)
+
+    def uses_moment_kernel(self, dim: int) -> bool:
+        """Whether the direction for a ``dim``-dimensional latent adds the coordinate-wise
+        moment kernel (``moment_kernel``; automatic: from ``HIGH_DIMENSION`` on)."""
+        return dim >= HIGH_DIMENSION if self.moment_kernel is None else self.moment_kernel
 
     def _record(self, run: ParticleRun, valid: Tensor, direction: Tensor, bandwidth: Tensor, sq_ksd: Tensor) -> None:
         invalid_fraction = 1.0 - valid.float().mean().item()

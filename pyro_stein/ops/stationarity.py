@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from .langevin import langevin_flow
 
-__all__ = ["CoverageDrift", "MalaDrift", "coverage_drift", "mala_drift"]
+__all__ = ["CoverageDrift", "MalaDrift", "coverage_drift", "gaussian_log_density_bands", "mala_drift"]
 
 #: ``(N, D) -> (log_p (N,), score (N, D), valid (N,))``.
 LogProbAndScore = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
@@ -191,3 +192,61 @@ def coverage_drift(start: Tensor, end: Tensor) -> CoverageDrift:
     tail_se = torch.full_like(tail, math.sqrt(2 * 0.01 * 0.99 / num))
     inner_se = torch.full_like(inner, math.sqrt(2 * 0.5 * 0.5 / num))
     return CoverageDrift(outer, outer_se, tail, tail_se, inner, inner_se, shift, shift_se)
+
+
+def _chi2_quantile(dim: int, q: float) -> float:
+    # Wilson-Hilferty: accurate to about 1e-3 relative from a few tens of degrees of freedom.
+    z = statistics.NormalDist().inv_cdf(q)
+    c = 2.0 / (9.0 * dim)
+    return dim * (1.0 - c + z * math.sqrt(c)) ** 3
+
+
+def _chi2_cdf(dim: int, x: float) -> float:
+    return float(torch.special.gammainc(torch.tensor(dim / 2.0, dtype=torch.float64), torch.tensor(x / 2.0, dtype=torch.float64)))
+
+
+def gaussian_log_density_bands(dim: int, sd_error: float = 0.1, tail_sd_error: float = 0.2) -> dict[str, tuple[float, float]]:
+    """What `coverage_drift()` shows in the log density of a ``dim``-dimensional Gaussian
+    posterior when the draws' scale is off by ``sd_error`` in every coordinate.
+
+    Draws ``s z`` with ``z`` exact have log density ``c - s^2 chi2_D / 2``; relaxed to the
+    posterior, ``c - chi2_D / 2``.  For ``s = 1 -+ sd_error`` (``1 -+ tail_sd_error`` for the
+    99% interval, whose coverage is noisier) this gives the fraction of relaxed draws outside
+    the central 95% and 99% intervals of the starting log densities, the fraction inside their
+    50% interval, and the mean's change in sds of the starting log densities.  In many
+    dimensions a small error in every coordinate moves the log density by many of its sds
+    (about ``2 sd_error sqrt(D / 2)``), so these bands are wide there.
+
+    Args:
+        dim: the number of coordinates ``D``.
+        sd_error: the relative scale error the bands allow.
+        tail_sd_error: the same for the 99% interval.
+
+    Returns:
+        ``{"outside the central 95% interval": (low, high), "outside the central 99%
+        interval": ..., "inside the central 50% interval": ..., "mean shift": (low, high)}``.
+
+    Example:
+        >>> from pyro_stein.ops.stationarity import gaussian_log_density_bands
+        >>> low, high = gaussian_log_density_bands(400)["mean shift"]
+        >>> round(low, 2), round(high, 2)
+        (-3.32, 2.45)
+    """
+
+    def outside(scale: float, level: float) -> float:
+        half = (1.0 - level) / 2.0
+        lower, upper = (scale**2 * _chi2_quantile(dim, q) for q in (half, 1.0 - half))
+        return 1.0 - (_chi2_cdf(dim, upper) - _chi2_cdf(dim, lower))
+
+    def pair(values: list[float]) -> tuple[float, float]:
+        return min(values), max(values)
+
+    scales = (1.0 - sd_error, 1.0 + sd_error)
+    tail_scales = (1.0 - tail_sd_error, 1.0 + tail_sd_error)
+    return {
+        "outside the central 95% interval": pair([outside(s, 0.95) for s in scales]),
+        "outside the central 99% interval": pair([outside(s, 0.99) for s in tail_scales]),
+        "inside the central 50% interval": pair([1.0 - outside(s, 0.5) for s in scales]),
+        # (E_end - E_start) / sd_start with E = -s^2 D / 2, sd = s^2 sqrt(2 D) / 2.
+        "mean shift": pair([-(1.0 - s**2) / s**2 * math.sqrt(dim / 2.0) for s in scales]),
+    }
