@@ -88,7 +88,7 @@ class AmortizedSVGD(ParticleEngine):
         moment_kernel: add the Stein direction of the coordinate-wise linear kernel
             ([`moment_direction()`][pyro_stein.ops.stein.moment_direction]) to the radial
             kernel's.  ``None`` (default): from 100 latent dimensions on
-            ([`HIGH_DIMENSION`][pyro_stein.ops.dimensions.HIGH_DIMENSION]), where the radial
+            (`pyro_stein.ops.dimensions.HIGH_DIMENSION`), where the radial
             kernel's signal about each coordinate's scale is drowned by the noise of the
             other coordinates and a 2000-D Gaussian's exact start drifted to sd ratios of
             0.79 to 1.11 in 200 steps.  The monitored discrepancy stays the radial kernel's.

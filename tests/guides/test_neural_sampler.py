@@ -284,3 +284,17 @@ def test_the_tail_stretch_lets_a_short_fit_reach_polynomial_tails(heavy_tails):
         assert float(guide.tail_weight.min()) > 0.3  # tail index below 7
     else:
         assert q95 < 3.0 and guide.tail_weight is None
+
+
+@pytest.mark.parametrize("dim, has_network", [(99, True), (100, False)])
+def test_the_default_sampler_has_no_residual_network_from_100_dimensions_on(dim, has_network):
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(dim), 1.0).to_event(1))
+
+    pyro.clear_param_store()
+    guide = AutoNeuralSampler(model, init_scale=1.0)
+    guide()
+    assert (guide.residual is not None) is has_network
+    explicit = AutoNeuralSampler(model, init_scale=1.0, hidden_dims=(8,))
+    explicit()
+    assert explicit.residual is not None

@@ -183,3 +183,30 @@ def test_kernel_gram_rejects_bad_input():
         kernel_gram(bad, RBFKernel())
     with pytest.raises(ValueError, match="groups"):
         kernel_gram(x, RBFKernel(), groups=torch.zeros(3))
+
+
+def test_the_moment_direction_vanishes_at_the_target_and_restores_each_coordinates_scale():
+    from pyro_stein.ops.stein import moment_direction
+
+    torch.manual_seed(0)
+    valid = torch.ones(4000, dtype=torch.bool)
+    exact = torch.randn(4000, 500)
+    # At the target the direction is noise: its projection on x (the scale's signal) is
+    # within 5 standard errors of 0 in every coordinate; too wide it pulls every coordinate in.
+    signal = (moment_direction(exact, -exact, valid) * exact).mean(0)
+    assert signal.abs().max() < 5 * (2.0 / 4000) ** 0.5
+    wide = 1.2 * exact
+    assert ((moment_direction(wide, -wide, valid) * wide).mean(0) < 0).all()
+
+
+def test_the_moment_direction_ignores_invalid_particles_and_leaves_their_rows_zero():
+    from pyro_stein.ops.stein import moment_direction
+
+    x = torch.randn(50, 3)
+    scores = -x.clone()
+    scores[0] = float("nan")
+    valid = torch.ones(50, dtype=torch.bool)
+    valid[0] = False
+    direction = moment_direction(x, scores, valid)
+    assert torch.isfinite(direction).all() and (direction[0] == 0).all()
+    assert torch.allclose(direction[1:], moment_direction(x[1:], scores[1:], valid[1:]), atol=1e-6)
