@@ -355,3 +355,21 @@ def test_a_300_dimensional_gaussian_started_exact_stays_exact():
     draws = result.sample(8000)["z"]
     ratios = draws.std(0)
     assert 0.9 < float(ratios.min()) and float(ratios.max()) < 1.1, (float(ratios.min()), float(ratios.max()))
+
+
+def test_the_moment_kernel_trains_a_pyro_autoguide_far_from_the_origin():
+    # Without a preconditioner the linear kernel is taken about the batch's mean, so a
+    # posterior centred at 50 gets the same direction as one centred at 0.
+    from pyro.infer.autoguide import AutoDiagonalNormal
+
+    def model():
+        pyro.sample("z", dist.Normal(torch.full((120,), 50.0), 1.0).to_event(1))
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoDiagonalNormal(model, init_scale=0.5)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=AmortizedSVGD(num_particles=128, moment_kernel=True))
+    for _ in range(300):
+        svi.step()
+    scales = pyro.param("AutoDiagonalNormal.scale").detach()
+    assert 0.8 < float(scales.mean()) < 1.2, float(scales.mean())
