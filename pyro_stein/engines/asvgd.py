@@ -155,10 +155,12 @@ class AmortizedSVGD(ParticleEngine):
             white_scores, gram, leave_one_out=self.leave_one_out, invalid_pull=INVALID_PULL
         )
         if self.uses_moment_kernel(whitened.shape[-1]):
-            # The linear kernel is not translation invariant: it is taken about the
-            # preconditioner's centre, or about the batch's mean for a guide without one.
-            about = whitened.detach() if scale_tril is not None else gram.centered
-            direction = direction + moment_direction(about, white_scores, valid, leave_one_out=self.leave_one_out)
+            # The linear kernel is not translation invariant: it is taken about the batch's
+            # mean, which may lie far from the coordinates' origin (a guide without a
+            # preconditioner, or one whose Laplace start failed).
+            direction = direction + moment_direction(
+                gram.centered, white_scores, valid, leave_one_out=self.leave_one_out
+            )
         sq_ksd = squared_ksd(white_scores, gram)
         self._record(run, valid, direction, gram.profile.bandwidth, sq_ksd)
         # Value: the monitored discrepancy.  Gradient: the Stein update.

@@ -42,8 +42,10 @@ __all__ = [
 #: The header of every checkpoint this package writes: ``{"format": ..., "version": ...,
 #: "kind": ..., "state": ...}``.
 CHECKPOINT_FORMAT = "pyro_stein.checkpoint"
-#: Version 2 records what the run depends on (its fingerprint) and the model's parameters.
-CHECKPOINT_VERSION = 2
+#: Version 2 records what the run depends on (its fingerprint) and the model's parameters;
+#: version 3: from 100 latent dimensions on, the default sampler has no residual network, so
+#: a version-2 checkpoint of such a guide does not fit the guide built now.
+CHECKPOINT_VERSION = 3
 #: The kind of the checkpoints `pyro_stein.fit` writes.
 FIT_CHECKPOINT = "pyro_stein.fit"
 

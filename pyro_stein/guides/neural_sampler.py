@@ -139,7 +139,7 @@ class AutoNeuralSampler(LatentVectorGuide):
         init_scale: ``"laplace"`` or a positive float (isotropic initial scale in
             unconstrained space).
         hidden_dims: widths of the residual network's hidden layers; default two layers of
-            ``min(256, max(32, 2 D))`` units below 100 latent dimensions, and no network
+            ``max(32, 2 D)`` units below 100 latent dimensions, and no network
             from 100 on (`pyro_stein.ops.dimensions.HIGH_DIMENSION`),
             where the Stein direction cannot train one (its weights random-walk under the
             direction's noise).  ``()`` drops the network; with

@@ -363,5 +363,5 @@ def moment_direction(coordinates: Tensor, scores: Tensor, valid: Tensor, *, leav
         score_sum = score_sum - s
         moment_sum = moment_sum - x * s
         count = count - weight
-    count = count.clamp_min(1.0)
-    return weight * (score_sum / count + x * (1.0 + moment_sum / count))
+    # Divided once, so that a particle with no partner (count 0) gets no direction.
+    return weight * (score_sum + x * (count + moment_sum)) / count.clamp_min(1.0)

@@ -210,3 +210,5 @@ def test_the_moment_direction_ignores_invalid_particles_and_leaves_their_rows_ze
     direction = moment_direction(x, scores, valid)
     assert torch.isfinite(direction).all() and (direction[0] == 0).all()
     assert torch.allclose(direction[1:], moment_direction(x[1:], scores[1:], valid[1:]), atol=1e-6)
+    # A particle with no valid partner gets no direction.
+    assert (moment_direction(x[:2], scores[:2], valid[:2]) == 0).all()
