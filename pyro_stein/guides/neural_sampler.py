@@ -281,7 +281,7 @@ class AutoNeuralSampler(LatentVectorGuide):
             # is drowned by its Monte Carlo noise: the weights random-walk (Adam moves each
             # by about its learning rate), and a 2000-D Gaussian's sampler, started exact,
             # had sd ratios of 0.91 to 1.12 after 200 steps with the network, 0.98 to 1.02 without.
-            width = min(256, max(32, 2 * dim))
+            width = max(32, 2 * dim)
             hidden = (width, width) if dim < HIGH_DIMENSION else ()
         options = {"dtype": self._dtype, "device": self._device}
         self.loc = nn.Parameter(torch.zeros(dim, **options))
