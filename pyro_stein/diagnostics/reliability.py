@@ -303,7 +303,7 @@ def _bands(dim: int, like: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
     the log density's bands widen to what a 10% scale error in every coordinate shows (20%
     for the 99% interval): the coordinates' own bands allow that error, and in ``D``
     dimensions it moves the log density by about ``0.2 sqrt(D / 2)`` of its sds, so a
-    per-coordinate band on the log density flagged 400-D fits whose sds were all within 3%."""
+    per-coordinate band on the log density flagged a 400-D fit with sd ratios 0.94 to 1.02."""
     bands = {label: (torch.full_like(like, low), torch.full_like(like, high))
              for label, (_, low, high) in COVERAGE_BANDS.items()}
     bands["mean shift"] = (torch.full_like(like, -MAX_MEAN_SHIFT), torch.full_like(like, MAX_MEAN_SHIFT))

@@ -280,7 +280,7 @@ class AutoNeuralSampler(LatentVectorGuide):
             # From HIGH_DIMENSION on, the Stein direction's signal about each network weight
             # is drowned by its Monte Carlo noise: the weights random-walk (Adam moves each
             # by about its learning rate), and a 2000-D Gaussian's sampler, started exact,
-            # had sd ratios of 0.91 to 1.12 after 200 steps with the network, 0.98 to 1.02 without.
+            # had sd ratios of 0.92 to 1.11 after 200 steps with the network, 0.98 to 1.02 without.
             width = max(32, 2 * dim)
             hidden = (width, width) if dim < HIGH_DIMENSION else ()
         options = {"dtype": self._dtype, "device": self._device}
