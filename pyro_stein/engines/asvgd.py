@@ -92,6 +92,13 @@ class AmortizedSVGD(ParticleEngine):
             kernel's signal about each coordinate's scale is drowned by the noise of the
             other coordinates and a 2000-D Gaussian's exact start drifted to sd ratios of
             0.79 to 1.11 in 200 steps.  The monitored discrepancy stays the radial kernel's.
+        unstretch_tails: where the guide has learned heavy tails (a tail weight of at least
+            `pyro_stein.ops.tails.HEAVY_TAIL_WEIGHT`), compute the kernel and the direction
+            in whitened coordinates with the guide's tail stretch undone
+            ([`TailFreeCoordinates`][pyro_stein.ops.tails.TailFreeCoordinates]), for the
+            posterior pulled back through that map.  A radial kernel exerts almost no force
+            on a heavy tail's isolated far draws; a default fit of a standard Cauchy gave a
+            98% quantile of ``|z|`` of 25 to 26 without (truth 31.8), 30.6 to 31.8 with.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
@@ -126,12 +133,19 @@ class AmortizedSVGD(ParticleEngine):
         recenter_every: int = 50,
         batching: str = "auto",
         moment_kernel: bool | None = None,
+        unstretch_tails: bool = True,
     ) -> None:
         if moment_kernel is not None and not isinstance(moment_kernel, bool):
             raise TypeError(f"moment_kernel must be True, False or None (automatic), got {moment_kernel!r}")
         if kernel is not None and not isinstance(kernel, RadialKernel):
             raise TypeError(f"kernel must be a pyro_stein.ops.kernels.RadialKernel, got {type(kernel).__name__}")
-        super().__init__(num_particles, precondition=precondition, recenter_every=recenter_every, batching=batching)
+        super().__init__(
+            num_particles,
+            precondition=precondition,
+            recenter_every=recenter_every,
+            batching=batching,
+            unstretch_tails=unstretch_tails,
+        )
         self.kernel = kernel if kernel is not None else RBFKernel(bandwidth_factor=DEFAULT_BANDWIDTH_FACTOR)
         self.leave_one_out = leave_one_out
         self.moment_kernel = moment_kernel
@@ -150,19 +164,26 @@ class AmortizedSVGD(ParticleEngine):
 
         whitened, scale_tril = self.whitening(guide, particles, whitened)
         white_scores = scores if scale_tril is None else scores @ scale_tril
-        gram = kernel_gram(whitened.detach(), self.kernel, valid)
+        coordinates, coordinate_scores = whitened.detach(), white_scores
+        tails = self.tail_free_coordinates(guide)
+        if tails is not None:
+            coordinates, log_derivative = tails.from_stretched(coordinates)
+            coordinate_scores = tails.pull_back_score(white_scores, coordinates, log_derivative)
+        gram = kernel_gram(coordinates, self.kernel, valid)
         direction = stein_direction(
-            white_scores, gram, leave_one_out=self.leave_one_out, invalid_pull=INVALID_PULL
+            coordinate_scores, gram, leave_one_out=self.leave_one_out, invalid_pull=INVALID_PULL
         )
         if self.uses_moment_kernel(whitened.shape[-1]):
             # The linear kernel is not translation invariant: it is taken about the batch's
             # mean, which may lie far from the coordinates' origin (a guide without a
             # preconditioner, or one whose Laplace start failed).
             direction = direction + moment_direction(
-                gram.centered, white_scores, valid, leave_one_out=self.leave_one_out
+                gram.centered, coordinate_scores, valid, leave_one_out=self.leave_one_out
             )
-        sq_ksd = squared_ksd(white_scores, gram)
+        sq_ksd = squared_ksd(coordinate_scores, gram)
         self._record(run, valid, direction, gram.profile.bandwidth, sq_ksd)
+        if tails is not None:
+            direction = tails.push_direction(direction, log_derivative)
         # Value: the monitored discrepancy.  Gradient: the Stein update.
         return self.surrogate(whitened, direction, sq_ksd, log_p[valid] if density.has_model_params else None)
 

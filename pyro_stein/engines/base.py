@@ -39,9 +39,10 @@ from torch import Tensor
 from ..glue.autoguide import autoguide_latent_batch, set_up
 from ..glue.batching import BATCHING
 from ..glue.density import UnconstrainedLogDensity
-from ..guides.protocols import ParticleSampler, PreconditionedSampler
+from ..guides.protocols import ParticleSampler, PreconditionedSampler, TailStretchedSampler
 from ..ops.caller import warn
 from ..ops.surrogate import direction_surrogate
+from ..ops.tails import TailFreeCoordinates
 
 __all__ = ["Engine", "ParticleEngine", "ParticleRun", "Run"]
 
@@ -116,6 +117,10 @@ class ParticleEngine(ELBO):
             and covariance every this many steps (``0``: never).
         batching: how to evaluate the model for all particles (see
             [`pyro_stein.glue.batching`][pyro_stein.glue.batching]).
+        unstretch_tails: where the guide's sampler has learned heavy tails, work in the
+            whitened coordinates with its tail stretch undone
+            ([`TailFreeCoordinates`][pyro_stein.ops.tails.TailFreeCoordinates]), on the
+            posterior pulled back through that map.
     """
 
     #: The engine's name in messages.
@@ -135,6 +140,7 @@ class ParticleEngine(ELBO):
         precondition: bool = True,
         recenter_every: int = 50,
         batching: str = "auto",
+        unstretch_tails: bool = True,
     ) -> None:
         if not isinstance(num_particles, int) or num_particles < 2:
             raise ValueError(
@@ -145,6 +151,8 @@ class ParticleEngine(ELBO):
             raise ValueError(f"recenter_every must be an integer >= 0, got {recenter_every!r}")
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+        if not isinstance(unstretch_tails, bool):
+            raise TypeError(f"unstretch_tails must be True or False, got {unstretch_tails!r}")
         if num_particles < self.reliable_particles:
             measured = [count for count in self.measured_spreads if count <= num_particles]
             figure = (
@@ -163,6 +171,7 @@ class ParticleEngine(ELBO):
         self.precondition = precondition
         self.recenter_every = recenter_every
         self.batching = batching
+        self.unstretch_tails = unstretch_tails
         # Keyed by the guide, weakly: a run ends with its guide, and a new guide that
         # happens to get a dead one's id() starts afresh.
         self._runs: weakref.WeakKeyDictionary[Any, ParticleRun] = weakref.WeakKeyDictionary()
@@ -253,6 +262,20 @@ class ParticleEngine(ELBO):
         if whitened is None:
             whitened = torch.linalg.solve_triangular(scale_tril, (particles - loc).T, upper=False).T
         return whitened, scale_tril
+
+    def tail_free_coordinates(self, guide: Any) -> TailFreeCoordinates | None:
+        """The map from `whitening()`'s coordinates to those in which the guide's heavy
+        tails are undone, when this engine uses it (``unstretch_tails``, a preconditioned
+        guide that stretches its tails, at least one heavy-tailed coordinate); else ``None``.
+
+        Why: a Cauchy-like coordinate's far draws are isolated in whitened coordinates,
+        where a radial kernel exerts almost no force on them.  A default Amortized SVGD fit
+        of a standard Cauchy came out with a 98% quantile of ``|z|`` of 25 to 26 (truth
+        31.8) in whitened coordinates, and of 30.6 to 31.8 in these (seeds 0 to 2).
+        """
+        if self.unstretch_tails and self._preconditioner(guide) is not None and isinstance(guide, TailStretchedSampler):
+            return guide.tail_free_coordinates()
+        return None
 
     def unwhiten(self, guide: Any, coordinates: Tensor) -> Tensor:
         """Unconstrained latents from the coordinates of `whitening()` (its inverse)."""

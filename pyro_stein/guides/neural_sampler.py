@@ -46,7 +46,7 @@ from ..ops.caller import warn
 from ..ops.dimensions import HIGH_DIMENSION
 from ..ops.laplace import laplace_approximation, laplace_scale_tril
 from ..ops.nn import mlp
-from ..ops.tails import tail_stretch
+from ..ops.tails import HEAVY_TAIL_WEIGHT, TailFreeCoordinates, tail_stretch
 
 __all__ = ["AutoNeuralSampler", "ImplicitLatent"]
 
@@ -310,6 +310,26 @@ class AutoNeuralSampler(LatentVectorGuide):
         """``lambda``, shape ``(D,)``: coordinate ``i`` of the whitened base has tails of
         index ``2 / lambda_i`` (``None`` with ``heavy_tails=False``)."""
         return None if self.tail_parameter is None else nn.functional.softplus(_TAIL_RATE * self.tail_parameter)
+
+    @torch.no_grad()
+    def tail_free_coordinates(self) -> TailFreeCoordinates | None:
+        """Whitened coordinates in which the tail stretch of the heavy-tailed coordinates
+        (weight at least ``HEAVY_TAIL_WEIGHT``) is undone, at the current parameters, or
+        ``None`` when there are none (see `pyro_stein.ops.tails.TailFreeCoordinates`).
+
+        The engines compute their directions there: in whitened coordinates a Cauchy-like
+        coordinate's far draws are isolated, so a kernel exerts almost no force on them; in
+        these coordinates they are as close together as a Gaussian's.
+        """
+        weight = self.tail_weight
+        if weight is None:
+            return None
+        heavy = weight >= HEAVY_TAIL_WEIGHT
+        if not bool(heavy.any()):
+            return None
+        return TailFreeCoordinates(
+            self.loc.detach().clone(), self.log_scale_diag.detach().exp(), torch.where(heavy, weight, 0.0)
+        )
 
     def _whitened(self, noise: Tensor, *, stretch_tails: bool = True) -> Tensor:
         # The stretch acts on the noise, before the network: an asymptotically linear

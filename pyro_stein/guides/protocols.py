@@ -9,8 +9,9 @@ from typing import Protocol, runtime_checkable
 from torch import Tensor
 
 from ..glue.layout import LatentLayout
+from ..ops.tails import TailFreeCoordinates
 
-__all__ = ["LatentSampler", "ParticleSampler", "PreconditionedSampler"]
+__all__ = ["LatentSampler", "ParticleSampler", "PreconditionedSampler", "TailStretchedSampler"]
 
 
 @runtime_checkable
@@ -51,3 +52,15 @@ class PreconditionedSampler(ParticleSampler, Protocol):
     def preconditioner(self) -> tuple[Tensor, Tensor]: ...
 
     def recenter(self, num_samples: int | None = None) -> None: ...
+
+
+@runtime_checkable
+class TailStretchedSampler(PreconditionedSampler, Protocol):
+    """A `PreconditionedSampler` that stretches its noise's tails
+    ([`pyro_stein.ops.tails`][pyro_stein.ops.tails]) and can say, at its current
+    parameters, in which whitened coordinates the stretch is undone."""
+
+    def tail_free_coordinates(self) -> TailFreeCoordinates | None:
+        """The map for the coordinates whose tails are heavy (the others left as they
+        are), detached; ``None`` when no coordinate's are."""
+        ...

@@ -8,6 +8,12 @@ so one trained number per coordinate moves the sampler between Gaussian and Cauc
 tails (``tail_weight = 2`` gives tail index 1, the Cauchy's).  It is strictly increasing,
 hence invertible, with a closed-form log-derivative.
 
+``TailFreeCoordinates`` undoes a sampler's stretch: in its coordinates a Cauchy-like batch
+looks Gaussian, so a kernel's bandwidth and a Langevin step suit its tails as well as its
+bulk.  An engine that works there targets the posterior pulled back through the map (its
+density times the map's Jacobian), which is as exact as working in the original
+coordinates; only the geometry the kernel and the flow see changes.
+
 The construction follows the idea of tail-adaptive flows (Jaini, Kobyzev, Yu & Brubaker,
 "Tails of Lipschitz Triangular Flows", ICML 2020; Hickling & Prangle, "Flexible Tails for
 Normalizing Flows", 2023): a base of fixed light tails needs a non-Lipschitz layer to reach
@@ -16,10 +22,32 @@ heavy tails.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-__all__ = ["tail_stretch", "tail_stretch_log_derivative"]
+__all__ = [
+    "HEAVY_TAIL_WEIGHT",
+    "TailFreeCoordinates",
+    "tail_stretch",
+    "tail_stretch_log_derivative",
+    "tail_unstretch",
+]
+
+#: From this tail weight on (tail index ``2 / 0.5 = 4``: tails as heavy as a Student-t's
+#: with 4 degrees of freedom, which has no fourth moment) a coordinate counts as heavy
+#: tailed, and the engines undo its stretch (`TailFreeCoordinates`).  At these tails the
+#: whitened coordinates measurably cut them short (a standard Cauchy's 98% quantile of
+#: ``|z|`` came out 25 to 26, truth 31.8); fits whose tails stay lighter (on the
+#: benchmarks' Gaussian, Gamma-Poisson, Beta-Binomial and regression targets the weight
+#: never passed 0.12) keep working in whitened coordinates, as they did before.
+HEAVY_TAIL_WEIGHT = 0.5
+
+#: Newton steps of `tail_unstretch`: from its starting point the iteration converges
+#: monotonically and quadratically; four steps reach float64 round-off (measured over
+#: ``log(lambda x^2 / 2)`` from -80 to 140).
+_NEWTON_STEPS = 6
 
 #: ``tail_weight * u**2 / 4`` is clamped here so that a far draw stays finite (``exp(60)``
 #: is about ``1e26``, within float32) instead of overflowing.
@@ -54,3 +82,111 @@ def tail_stretch_log_derivative(u: Tensor, tail_weight: Tensor) -> Tensor:
     half = tail_weight * u.square() / 2
     return half / 2 + torch.log1p(half)
 
+
+def _log_derivative_and_slope(u: Tensor, tail_weight: Tensor) -> tuple[Tensor, Tensor]:
+    # log S'(u) and its derivative in u, consistent with the clamp of `tail_stretch`:
+    # beyond it S(u) = u exp(_MAX_EXPONENT), so S' is constant there.
+    half = tail_weight * u.square() / 2
+    clamped = half / 2 > _MAX_EXPONENT
+    log_derivative = torch.where(clamped, torch.full_like(u, _MAX_EXPONENT), half / 2 + torch.log1p(half))
+    slope = torch.where(clamped, torch.zeros_like(u), tail_weight * u * (0.5 + 1 / (1 + half)))
+    return log_derivative, slope
+
+
+def _lambert_w_of_exp(log_s: Tensor) -> Tensor:
+    # Solves t + log t = log_s for t > 0, i.e. t = W(s), with Newton steps on that
+    # (concave, increasing) function.  The start lies above the root but close enough that
+    # the first step lands below it and stays positive; from there the steps increase
+    # monotonically to the root.  Working with log s keeps s = lambda x^2 / 2 from
+    # overflowing for far draws.
+    tiny = torch.finfo(log_s.dtype).tiny
+    t = torch.where(
+        log_s > 1, log_s - torch.log(log_s.clamp(min=1)), torch.log1p(torch.exp(log_s.clamp(max=1)))
+    )
+    for _ in range(_NEWTON_STEPS):
+        t = t.clamp(min=tiny)
+        t = t * (1 + log_s - torch.log(t)) / (1 + t)
+    return t
+
+
+def tail_unstretch(x: Tensor, tail_weight: Tensor) -> Tensor:
+    """The inverse of `tail_stretch`: the ``u`` with ``u exp(tail_weight u^2 / 4) = x``.
+
+    With ``t = tail_weight u^2 / 2`` the equation reads ``t e^t = tail_weight x^2 / 2``, so
+    ``t`` is Lambert's W of the right-hand side and ``u = x exp(-t / 2)``.
+
+    Args:
+        x: values, shape ``(..., D)``, within the range of `tail_stretch` (below its clamp).
+        tail_weight: non-negative weights, broadcast against ``x``.
+
+    Returns:
+        ``u``, same shape as ``x``; exactly ``x`` where ``tail_weight`` is 0.
+
+    Example:
+        >>> import torch
+        >>> from pyro_stein.ops.tails import tail_stretch, tail_unstretch
+        >>> weight = torch.tensor([2.0], dtype=torch.float64)
+        >>> u = torch.tensor([-3.0, 0.5, 4.0], dtype=torch.float64)
+        >>> torch.allclose(tail_unstretch(tail_stretch(u, weight), weight), u)
+        True
+    """
+    tiny = torch.finfo(x.dtype).tiny
+    log_s = torch.log((tail_weight / 2).clamp(min=tiny)) + 2 * torch.log(x.abs().clamp(min=tiny))
+    u = x * torch.exp(-_lambert_w_of_exp(log_s) / 2)
+    return torch.where(tail_weight > 0, u, x)
+
+
+@dataclass(frozen=True)
+class TailFreeCoordinates:
+    """Coordinates in which a sampler's tail stretch is undone, coordinate by coordinate.
+
+    A sampler ``w = a + B(T(xi) + r(T(xi)))`` (``T`` the stretch, see `tail_stretch`) has
+    heavy-tailed draws ``w``; the fixed bijection ``w = a + s T((v - a) / s)``, with ``s``
+    the diagonal of ``B``, gives coordinates ``v`` whose draws are about as light-tailed as
+    the noise.  The map is taken at the sampler's current parameters and held fixed for a
+    step.  Coordinates whose weight is 0 are left exactly as they are.
+
+    Attributes:
+        loc: ``a``, shape ``(D,)``.
+        scale: ``s``, shape ``(D,)``, positive.
+        tail_weight: the stretch's weights, shape ``(D,)``, non-negative.
+
+    Example:
+        >>> import torch
+        >>> from pyro_stein.ops.tails import TailFreeCoordinates
+        >>> tails = TailFreeCoordinates(torch.zeros(2), torch.ones(2), torch.tensor([2.0, 0.0]))
+        >>> v, log_derivative = tails.from_stretched(torch.tensor([[30.0, 30.0]]))
+        >>> [round(value, 2) for value in v[0].tolist()]
+        [2.27, 30.0]
+        >>> torch.allclose(tails.to_stretched(v)[0], torch.tensor([[30.0, 30.0]]))
+        True
+    """
+
+    loc: Tensor
+    scale: Tensor
+    tail_weight: Tensor
+
+    def from_stretched(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        """``v`` for draws ``w`` of shape ``(N, D)``, and ``log dw/dv`` per coordinate."""
+        u = tail_unstretch((w - self.loc) / self.scale, self.tail_weight)
+        v = torch.where(self.tail_weight > 0, self.loc + self.scale * u, w)
+        return v, _log_derivative_and_slope(u, self.tail_weight)[0]
+
+    def to_stretched(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``w`` for coordinates ``v`` of shape ``(N, D)``, and ``log dw/dv`` per coordinate."""
+        u = (v - self.loc) / self.scale
+        w = torch.where(self.tail_weight > 0, self.loc + self.scale * tail_stretch(u, self.tail_weight), v)
+        return w, _log_derivative_and_slope(u, self.tail_weight)[0]
+
+    def pull_back_score(self, score: Tensor, v: Tensor, log_derivative: Tensor) -> Tensor:
+        """The score in ``v`` of the density pulled back through the map, from the score
+        in ``w`` at the same points: ``score_w dw/dv + d/dv log dw/dv``."""
+        u = (v - self.loc) / self.scale
+        slope = _log_derivative_and_slope(u, self.tail_weight)[1]
+        return torch.where(self.tail_weight > 0, score * log_derivative.exp() + slope / self.scale, score)
+
+    @staticmethod
+    def push_direction(direction: Tensor, log_derivative: Tensor) -> Tensor:
+        """A direction in ``v`` as the direction in ``w`` whose surrogate has the same
+        gradient: ``sum_i <phi_v, dv_i/deta> = sum_i <phi_v / (dw/dv), dw_i/deta>``."""
+        return direction * torch.exp(-log_derivative)

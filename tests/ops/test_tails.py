@@ -2,7 +2,12 @@ import math
 
 import torch
 
-from pyro_stein.ops.tails import tail_stretch, tail_stretch_log_derivative
+from pyro_stein.ops.tails import (
+    TailFreeCoordinates,
+    tail_stretch,
+    tail_stretch_log_derivative,
+    tail_unstretch,
+)
 
 
 def test_the_stretch_is_the_identity_at_zero_weight_and_increasing_otherwise():
@@ -34,3 +39,74 @@ def test_weight_two_gives_a_cauchy_like_tail_index_one():
 
     ratio = exceedance(1e4) / exceedance(2e4)
     assert 1.8 < ratio < 2.2
+
+
+def test_the_inverse_undoes_the_stretch_to_round_off_across_its_range():
+    for weight in (1e-30, 1e-3, 0.0067, 0.5, 2.0, 10.0):
+        # up to just below the clamp of the stretch (weight u^2 / 4 = 60)
+        largest = (240 / weight) ** 0.5 if weight > 1e-20 else 1e6
+        u = torch.cat(
+            [torch.zeros(1, dtype=torch.float64), torch.logspace(-30, 0, 300, dtype=torch.float64) * largest]
+        )
+        u = torch.cat([u, -u])
+        tail_weight = torch.full_like(u, weight)
+        back = tail_unstretch(tail_stretch(u, tail_weight), tail_weight)
+        assert torch.isfinite(back).all()
+        assert ((back - u).abs() <= 1e-13 * u.abs().clamp(min=1e-300)).all(), weight
+    float32 = torch.linspace(-9, 9, 101)
+    weight32 = torch.full_like(float32, 2.0)
+    torch.testing.assert_close(
+        tail_unstretch(tail_stretch(float32, weight32), weight32), float32, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_a_zero_weight_leaves_the_coordinate_exactly_as_it_is():
+    x = torch.randn(50, 3) * 7
+    tails = TailFreeCoordinates(torch.randn(3), torch.rand(3) + 0.5, torch.tensor([0.0, 1.3, 0.0]))
+    v, log_derivative = tails.from_stretched(x)
+    assert torch.equal(v[:, [0, 2]], x[:, [0, 2]])
+    assert torch.equal(log_derivative[:, [0, 2]], torch.zeros(50, 2))
+    score = torch.randn(50, 3)
+    assert torch.equal(tails.pull_back_score(score, v, log_derivative)[:, [0, 2]], score[:, [0, 2]])
+
+
+def test_the_map_round_trips_and_its_log_jacobian_and_pulled_back_score_match_autograd():
+    torch.manual_seed(0)
+    dtype = torch.float64
+    loc, scale = torch.tensor([0.3, -1.0], dtype=dtype), torch.tensor([0.8, 1.7], dtype=dtype)
+    tails = TailFreeCoordinates(loc, scale, torch.tensor([2.0, 0.4], dtype=dtype))
+    v = (loc + 2 * torch.randn(200, 2, dtype=dtype)).requires_grad_(True)
+    w, log_derivative = tails.to_stretched(v)
+    back, log_derivative_back = tails.from_stretched(w.detach())
+    torch.testing.assert_close(back, v.detach())
+    torch.testing.assert_close(log_derivative_back, log_derivative.detach())
+    for coordinate in range(2):
+        (derivative,) = torch.autograd.grad(w[:, coordinate].sum(), v, retain_graph=True)
+        torch.testing.assert_close(derivative[:, coordinate].log(), log_derivative[:, coordinate].detach())
+
+    # The pulled-back density of a Cauchy in w: log p(w(v)) + log |dw/dv|; its autograd score.
+    def log_p(w):
+        return -torch.log1p(w.square()).sum(-1)
+
+    w_detached = w.detach().requires_grad_(True)
+    (score_w,) = torch.autograd.grad(log_p(w_detached).sum(), w_detached)
+    (expected,) = torch.autograd.grad((log_p(w) + log_derivative.sum(-1)).sum(), v)
+    torch.testing.assert_close(tails.pull_back_score(score_w, v.detach(), log_derivative.detach()), expected)
+
+
+def test_a_pushed_direction_gives_the_surrogate_the_gradient_of_the_direction_in_free_coordinates():
+    # sum_i <push(phi_i), dw_i/deta> must equal sum_i <phi_i, dv_i/deta>, v = v(w(eta)).
+    dtype = torch.float64
+    torch.manual_seed(1)
+    tails = TailFreeCoordinates(
+        torch.tensor([0.2], dtype=dtype), torch.tensor([1.3], dtype=dtype), torch.tensor([1.5], dtype=dtype)
+    )
+    noise = torch.randn(40, 1, dtype=dtype)
+    eta = torch.tensor([0.7, 1.1], dtype=dtype, requires_grad=True)
+    w = tail_stretch(eta[0] + eta[1] * noise, torch.tensor([1.2], dtype=dtype))
+    v, log_derivative = tails.from_stretched(w)
+    phi = torch.randn(40, 1, dtype=dtype)
+    (through_free,) = torch.autograd.grad((phi * v).sum(), eta, retain_graph=True)
+    pushed = tails.push_direction(phi, log_derivative.detach())
+    (through_pushed,) = torch.autograd.grad((pushed * w).sum(), eta)
+    torch.testing.assert_close(through_pushed, through_free)
