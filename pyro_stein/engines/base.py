@@ -266,7 +266,8 @@ class ParticleEngine(ELBO):
     def tail_free_coordinates(self, guide: Any) -> TailFreeCoordinates | None:
         """The map from `whitening()`'s coordinates to those in which the guide's heavy
         tails are undone, when this engine uses it (``unstretch_tails``, a preconditioned
-        guide that stretches its tails, at least one heavy-tailed coordinate); else ``None``.
+        guide that stretches its tails, at least one coordinate with a tail weight of at
+        least ``HEAVY_TAIL_WEIGHT``); else ``None``.  An engine may restrict it further.
 
         Why: a Cauchy-like coordinate's far draws are isolated in whitened coordinates,
         where a radial kernel exerts almost no force on them.  A default Amortized SVGD fit

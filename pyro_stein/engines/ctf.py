@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..ops.langevin import LangevinRun, langevin_flow
 from ..ops.matching import energy_distance_direction, random_projections, sliced_wasserstein_direction
-from ..ops.tails import TailFreeCoordinates
+from ..ops.tails import HEAVY_TAIL_SLOPE, TailFreeCoordinates, far_log_density_slope
 from .base import ParticleEngine, ParticleRun
 
 __all__ = ["CTFDistillation", "CTFRun", "MATCHINGS"]
@@ -124,16 +124,23 @@ class CTFDistillation(ParticleEngine):
         precondition: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
         recenter_every: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
         batching: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
-        unstretch_tails: where the guide has learned heavy tails, run the flow and the
-            matching in whitened coordinates with the guide's tail stretch undone
+        unstretch_tails: run the flow and the matching in whitened coordinates with the
+            guide's tail stretch undone
             ([`TailFreeCoordinates`][pyro_stein.ops.tails.TailFreeCoordinates]), on the
-            posterior pulled back through that map.  Off by default: it fits a standard
-            Cauchy (98% quantile of ``|z|`` 29.7, truth 31.8, where the default gives 384
-            and is flagged), but on a Gaussian whose sampler's tail weight passed the
-            threshold in a transient, the pulled-back target had tails lighter than
-            Gaussian, the Metropolis-adjusted flow's acceptance fell to 0.13, the flow
-            stopped moving the far draws, and the tail weight ran away (sds 15 to 35
-            times the truth after 200 steps).
+            posterior pulled back through that map, in the coordinates where both the
+            sampler (a tail weight of at least `pyro_stein.ops.tails.HEAVY_TAIL_WEIGHT`)
+            and the posterior at the batch's far draws
+            ([`far_log_density_slope()`][pyro_stein.ops.tails.far_log_density_slope] below
+            `pyro_stein.ops.tails.HEAVY_TAIL_SLOPE`) are heavy tailed.  In whitened
+            coordinates a Cauchy's far draws barely feel its density, the flow only diffuses
+            them, and the sampler's tails grew far too heavy (98% quantile of ``|z|`` 384,
+            truth 31.8); in these coordinates it gave 29.7 and 28.9 (seeds 0 and 1).  The
+            posterior's own test matters: with the sampler's alone, a correlated Gaussian
+            whose sampler's tail weight passed the threshold in a transient (a 600-step
+            energy-distance fit started at scale 0.3) was pulled back to tails lighter than
+            Gaussian, the Metropolis-adjusted flow's acceptance fell to 0.13, it stopped
+            moving the far draws, and the tail weight ran away until the draws' covariance
+            could not be estimated.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
@@ -170,7 +177,7 @@ class CTFDistillation(ParticleEngine):
         precondition: bool = True,
         recenter_every: int = 50,
         batching: str = "auto",
-        unstretch_tails: bool = False,
+        unstretch_tails: bool = True,
     ) -> None:
         super().__init__(
             num_particles,
@@ -230,12 +237,14 @@ class CTFDistillation(ParticleEngine):
         args: tuple,
         kwargs: dict,
         tails: TailFreeCoordinates | None = None,
+        initial: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> LangevinRun:
         """Run this engine's ``K``-step flow from ``whitened`` (detached), in the
         coordinates of `whitening()` (``scale_tril`` is its ``L``, or ``None``); the
         run's ``score`` is in those coordinates too.  With ``tails``, ``whitened`` are
         that map's tail-free coordinates instead, and the flow targets the posterior
-        pulled back through it (density times the map's Jacobian).
+        pulled back through it (density times the map's Jacobian).  ``initial``: the
+        log density, score and validity at the start in those coordinates, if known.
 
         A particle that starts where the log density is not finite stays there and every
         other one only moves to valid points, so the run has as many valid particles as
@@ -259,7 +268,8 @@ class CTFDistillation(ParticleEngine):
                 return log_p + log_derivative.sum(-1), tails.pull_back_score(score, v, log_derivative), valid
 
         start = whitened.detach()
-        initial = log_prob_and_score(start)
+        if initial is None:
+            initial = log_prob_and_score(start)
         if initial[2].sum() < 2:
             stretched = start if tails is None else tails.to_stretched(start)[0]
             self.raise_all_invalid(density, self.unwhiten(guide, stretched), initial[2], args, kwargs)
@@ -293,10 +303,21 @@ class CTFDistillation(ParticleEngine):
         particles, whitened = self.draw(run, guide, args, kwargs)
         whitened, scale_tril = self.whitening(guide, particles, whitened)
         coordinates = whitened.detach()
+        initial = None
         tails = self.tail_free_coordinates(guide)
         if tails is not None:
+            log_p, score, valid = density.log_prob_and_score(particles.detach(), args, kwargs)
+            if scale_tril is not None:
+                score = score @ scale_tril
+            tails = tails.restricted(far_log_density_slope(coordinates, score, valid) < HEAVY_TAIL_SLOPE)
+        if tails is not None:
             coordinates, log_derivative = tails.from_stretched(coordinates)
-        flowed = self.flow(run, guide, coordinates, scale_tril, args, kwargs, tails)
+            initial = (
+                log_p + log_derivative.sum(-1),
+                tails.pull_back_score(score, coordinates, log_derivative),
+                valid,
+            )
+        flowed = self.flow(run, guide, coordinates, scale_tril, args, kwargs, tails, initial)
         direction, distance = self.match(coordinates, flowed.particles[flowed.valid], scale_tril)
         if tails is not None:
             direction = tails.push_direction(direction, log_derivative)

@@ -28,8 +28,10 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "HEAVY_TAIL_SLOPE",
     "HEAVY_TAIL_WEIGHT",
     "TailFreeCoordinates",
+    "far_log_density_slope",
     "tail_stretch",
     "tail_stretch_log_derivative",
     "tail_unstretch",
@@ -43,6 +45,12 @@ __all__ = [
 #: benchmarks' Gaussian, Gamma-Poisson, Beta-Binomial and regression targets the weight
 #: never passed 0.12) keep working in whitened coordinates, as they did before.
 HEAVY_TAIL_WEIGHT = 0.5
+
+#: A posterior whose log density falls more slowly than ``3 log |x|`` at a batch's far draws
+#: (`far_log_density_slope` below this) has heavy tails there: tail index below 2, no
+#: finite variance (a Student-t's slope tends to ``nu + 1``; a Gaussian's grows like
+#: ``(x / sd)^2``, about 5 at the farthest 5% of its own draws).
+HEAVY_TAIL_SLOPE = 3.0
 
 #: Newton steps of `tail_unstretch`: from its starting point the iteration converges
 #: monotonically and quadratically; four steps reach float64 round-off (measured over
@@ -136,6 +144,40 @@ def tail_unstretch(x: Tensor, tail_weight: Tensor) -> Tensor:
     return torch.where(tail_weight > 0, u, x)
 
 
+def far_log_density_slope(x: Tensor, score: Tensor, valid: Tensor | None = None, fraction: float = 0.05) -> Tensor:
+    """How fast the log density falls at a batch's far draws, coordinate by coordinate.
+
+    For each coordinate ``j``, the median of ``-(x_j - c_j) d log p / dx_j`` over the
+    ``fraction`` of valid draws farthest from the coordinate's median ``c_j``: the slope of
+    ``log p`` against ``log |x_j - c_j|``.  It tends to ``1 + alpha`` for tails of index
+    ``alpha`` (``(nu + 1) x^2 / (nu + x^2)`` for a Student-t with ``nu`` degrees of freedom)
+    and grows like ``(x / sd)^2`` for Gaussian ones.
+
+    Args:
+        x: draws, shape ``(N, D)``.
+        score: ``d log p / dx`` at the draws, shape ``(N, D)``.
+        valid: which draws have a finite log density and score, shape ``(N,)``.
+        fraction: the share of draws counted as far (at least one).
+
+    Returns:
+        The slopes, shape ``(D,)``.
+
+    Example:
+        >>> import torch
+        >>> from pyro_stein.ops.tails import far_log_density_slope
+        >>> x = torch.distributions.Cauchy(0.0, 1.0).sample((4000, 1))
+        >>> round(far_log_density_slope(x, -2 * x / (1 + x**2)).item())
+        2
+    """
+    if valid is None:
+        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    x, score = x[valid], score[valid]
+    centred = x - x.median(0).values
+    count = max(1, int(fraction * x.shape[0]))
+    far = centred.abs().topk(count, dim=0).indices
+    return -(centred.gather(0, far) * score.gather(0, far)).median(0).values
+
+
 @dataclass(frozen=True)
 class TailFreeCoordinates:
     """Coordinates in which a sampler's tail stretch is undone, coordinate by coordinate.
@@ -165,6 +207,14 @@ class TailFreeCoordinates:
     loc: Tensor
     scale: Tensor
     tail_weight: Tensor
+
+    def restricted(self, keep: Tensor) -> TailFreeCoordinates | None:
+        """The same map on the coordinates where ``keep`` (shape ``(D,)``) holds, the
+        others left as they are; ``None`` when no coordinate with a weight is kept."""
+        tail_weight = torch.where(keep, self.tail_weight, 0.0)
+        if not bool((tail_weight > 0).any()):
+            return None
+        return TailFreeCoordinates(self.loc, self.scale, tail_weight)
 
     def from_stretched(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """``v`` for draws ``w`` of shape ``(N, D)``, and ``log dw/dv`` per coordinate."""

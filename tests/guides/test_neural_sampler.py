@@ -298,3 +298,18 @@ def test_the_default_sampler_has_no_residual_network_from_100_dimensions_on(dim,
     explicit = AutoNeuralSampler(model, init_scale=1.0, hidden_dims=(8,))
     explicit()
     assert explicit.residual is not None
+
+
+def test_tail_free_coordinates_cover_the_heavy_tailed_coordinates_only():
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+
+    pyro.clear_param_store()
+    guide = AutoNeuralSampler(model)
+    guide()
+    assert guide.tail_free_coordinates() is None  # tail weight 0.0067 at the start
+    guide.tail_parameter.data[1] = 0.1  # softplus(20 * 0.1) = 2.13
+    tails = guide.tail_free_coordinates()
+    assert tails.tail_weight[0] == 0 and tails.tail_weight[2] == 0
+    torch.testing.assert_close(tails.tail_weight[1], guide.tail_weight[1])
+    assert not tails.tail_weight.requires_grad and not tails.loc.requires_grad

@@ -1,9 +1,12 @@
 import math
 
+import pyro.distributions as dist
 import torch
 
 from pyro_stein.ops.tails import (
+    HEAVY_TAIL_SLOPE,
     TailFreeCoordinates,
+    far_log_density_slope,
     tail_stretch,
     tail_stretch_log_derivative,
     tail_unstretch,
@@ -110,3 +113,30 @@ def test_a_pushed_direction_gives_the_surrogate_the_gradient_of_the_direction_in
     pushed = tails.push_direction(phi, log_derivative.detach())
     (through_pushed,) = torch.autograd.grad((pushed * w).sum(), eta)
     torch.testing.assert_close(through_pushed, through_free)
+
+
+def test_the_far_slope_separates_tails_without_a_variance_from_gaussian_ones():
+    # Expected medians at the farthest 5% of 20000 draws: Gaussian (|x| > 1.96) about 5;
+    # Student-t with 2 degrees of freedom (|x| > 4.3) about 2.7; Cauchy about 2.
+    torch.manual_seed(0)
+    gaussian = 2.0 * torch.randn(20000, 1)
+    t2 = dist.StudentT(2.0).sample((20000, 1))
+    cauchy = dist.Cauchy(0.0, 1.0).sample((20000, 1))
+    slopes = [
+        far_log_density_slope(gaussian, -gaussian / 4.0).item(),
+        far_log_density_slope(t2, -3 * t2 / (2 + t2**2)).item(),
+        far_log_density_slope(cauchy, -2 * cauchy / (1 + cauchy**2)).item(),
+    ]
+    assert 4.5 < slopes[0] < 6.0 and 2.5 < slopes[1] < 2.9 and 1.9 < slopes[2] <= 2.0, slopes
+    assert slopes[0] > HEAVY_TAIL_SLOPE > slopes[1]
+    # Invalid draws are left out, whatever their values.
+    x = torch.cat([gaussian, torch.full((100, 1), 1e6)])
+    score = torch.cat([-gaussian / 4.0, torch.full((100, 1), float("nan"))])
+    valid = torch.cat([torch.ones(20000, dtype=torch.bool), torch.zeros(100, dtype=torch.bool)])
+    assert far_log_density_slope(x, score, valid).item() == slopes[0]
+
+
+def test_a_restricted_map_keeps_only_the_chosen_coordinates():
+    tails = TailFreeCoordinates(torch.zeros(3), torch.ones(3), torch.tensor([1.0, 2.0, 0.0]))
+    assert tails.restricted(torch.tensor([True, False, True])).tail_weight.tolist() == [1.0, 0.0, 0.0]
+    assert tails.restricted(torch.tensor([False, False, True])) is None
