@@ -198,8 +198,8 @@ class TailFreeCoordinates:
         >>> from pyro_stein.ops.tails import TailFreeCoordinates
         >>> tails = TailFreeCoordinates(torch.zeros(2), torch.ones(2), torch.tensor([2.0, 0.0]))
         >>> v, log_derivative = tails.from_stretched(torch.tensor([[30.0, 30.0]]))
-        >>> [round(value, 2) for value in v[0].tolist()]
-        [2.27, 30.0]
+        >>> round(v[0, 0].item(), 2), v[0, 1].item()
+        (2.27, 30.0)
         >>> torch.allclose(tails.to_stretched(v)[0], torch.tensor([[30.0, 30.0]]))
         True
     """
