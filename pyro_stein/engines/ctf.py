@@ -306,9 +306,12 @@ class CTFDistillation(ParticleEngine):
         initial = None
         tails = self.tail_free_coordinates(guide)
         if tails is not None:
-            log_p, score, valid = density.log_prob_and_score(particles.detach(), args, kwargs)
+            # The flow's own start evaluation, made here to test the posterior's tails; the
+            # flow reuses it whether or not a coordinate stays tail-free.
+            log_p, score, valid = density.log_prob_and_score(self.unwhiten(guide, coordinates), args, kwargs)
             if scale_tril is not None:
                 score = score @ scale_tril
+            initial = (log_p, score, valid)
             tails = tails.restricted(far_log_density_slope(coordinates, score, valid) < HEAVY_TAIL_SLOPE)
         if tails is not None:
             coordinates, log_derivative = tails.from_stretched(coordinates)

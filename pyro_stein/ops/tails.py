@@ -96,7 +96,7 @@ def _log_derivative_and_slope(u: Tensor, tail_weight: Tensor) -> tuple[Tensor, T
     # beyond it S(u) = u exp(_MAX_EXPONENT), so S' is constant there.
     half = tail_weight * u.square() / 2
     clamped = half / 2 > _MAX_EXPONENT
-    log_derivative = torch.where(clamped, torch.full_like(u, _MAX_EXPONENT), half / 2 + torch.log1p(half))
+    log_derivative = torch.where(clamped, torch.full_like(u, _MAX_EXPONENT), tail_stretch_log_derivative(u, tail_weight))
     slope = torch.where(clamped, torch.zeros_like(u), tail_weight * u * (0.5 + 1 / (1 + half)))
     return log_derivative, slope
 
