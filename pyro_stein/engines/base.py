@@ -346,14 +346,15 @@ class ParticleEngine(ELBO):
         run = self.start_run(model, guide, *args, **kwargs)
         # Re-centre before drawing, so that this step's gradient and the optimizer's update
         # refer to the same coordinates.
-        if self._recenter_due(run) and isinstance(guide, PreconditionedSampler):
+        if self.recenter_due(run) and isinstance(guide, PreconditionedSampler):
             guide.recenter()
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         run.step_count += 1
         return loss.item()
 
-    def _recenter_due(self, run: ParticleRun) -> bool:
+    def recenter_due(self, run: ParticleRun) -> bool:
+        """Whether the next step of ``run`` starts by re-centring the preconditioner."""
         every = self.recenter_every
         return (
             self.precondition and run.recentering and every > 0 and run.step_count > 0 and run.step_count % every == 0

@@ -25,6 +25,7 @@ import torch
 from ..glue.autoguide import guide_param_prefix
 from ..glue.params import load_model_params, model_params
 from .averaging import TailAverage
+from .convergence import ConvergenceMonitor
 from .result import FitResult
 
 __all__ = [
@@ -189,7 +190,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    path: Path, result: FitResult, run: Any, generators: dict[str, Any], average: TailAverage, fingerprint: Mapping[str, str]
+    path: Path, result: FitResult, run: Any, generators: dict[str, Any], average: TailAverage,
+    fingerprint: Mapping[str, str], monitor: ConvergenceMonitor | None = None,
 ) -> None:
     prefix = guide_param_prefix(result.guide)
     state = {
@@ -201,6 +203,7 @@ def save_checkpoint(
         "history": result.history,
         "num_steps": result.num_steps,
         "average": average.state_dict(),
+        "convergence": None if monitor is None else monitor.state_dict(),
         # The generators as they were when the next step to run began, so that a resumed
         # run repeats an uninterrupted one exactly.
         "rng": generators,
@@ -216,8 +219,11 @@ def read_checkpoint(path: Path, fingerprint: Mapping[str, str]) -> dict[str, Any
     return state
 
 
-def load_checkpoint(path: Path, state: dict[str, Any], result: FitResult, run: Any, average: TailAverage) -> None:
-    """Resume ``result``, ``run`` and ``average`` from the `read_checkpoint()` state."""
+def load_checkpoint(
+    path: Path, state: dict[str, Any], result: FitResult, run: Any, average: TailAverage,
+    monitor: ConvergenceMonitor | None = None,
+) -> None:
+    """Resume ``result``, ``run``, ``average`` and ``monitor`` from the `read_checkpoint()` state."""
     try:
         result.guide.load_state_dict(state["guide"])
     except (RuntimeError, KeyError) as error:
@@ -231,4 +237,6 @@ def load_checkpoint(path: Path, state: dict[str, Any], result: FitResult, run: A
     result.history = state["history"]
     result.num_steps = state["num_steps"]
     average.load_state_dict(state["average"])
+    if monitor is not None and state.get("convergence") is not None:
+        monitor.load_state_dict(state["convergence"])
     set_rng_state(state["rng"])

@@ -34,20 +34,24 @@ from ..diagnostics.reliability import (
     reliability_of_latents,
 )
 from ..engines import AmortizedSVGD, CTFDistillation, Engine
+from ..engines.base import ParticleEngine
 from ..glue.autoguide import guide_param_prefix, set_up
 from ..glue.density import UnconstrainedLogDensity
 from ..glue.fingerprint import argument_fingerprint, model_fingerprint
 from ..glue.noncentring import NoncentredModel, centred_hierarchical_sites
+from ..glue.optim import set_learning_rate
 from ..glue.params import model_param_state
 from ..guides.neural_sampler import AutoNeuralSampler
 from ..guides.protocols import LatentSampler, ParticleSampler
 from ..ops.caller import warn
+from ..ops.convergence import ConvergenceRule
 from ..ops.digest import describe
 from .averaging import TailAverage
 from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkpoint
+from .convergence import ConvergenceMonitor
 from .result import FitResult
 
-__all__ = ["DEFAULTS", "ENGINES", "KSD_DRAWS", "fit", "run_fingerprint"]
+__all__ = ["CONVERGENCE", "DEFAULTS", "ENGINES", "KSD_DRAWS", "fit", "run_fingerprint"]
 
 #: Defaults of `fit()`, chosen on the test suite's Gaussian and conjugate targets and
 #: the diabetes regression (see ``docs/defaults.md``).
@@ -59,7 +63,12 @@ DEFAULTS: dict[str, Any] = {
     "betas": (0.9, 0.9),
     "checkpoint_every": 200,
     "average_last": 0.5,
+    "stop_when_converged": True,
 }
+
+#: The learning-rate ladder and convergence test of `fit()`'s own budget (see
+#: [`ConvergenceRule`][pyro_stein.ops.convergence.ConvergenceRule]).
+CONVERGENCE = ConvergenceRule()
 
 #: Draws of the trained sampler on which `fit()` reports the kernelized Stein discrepancy.
 KSD_DRAWS = 2000
@@ -187,7 +196,11 @@ def run_fingerprint(
     return fingerprint
 
 
-def _default_optim(num_steps: int) -> pyro.optim.PyroLRScheduler:
+def _default_optim(num_steps: int, converging: bool) -> pyro.optim.PyroOptim:
+    """Adam at ``DEFAULTS``' rate: constant where the convergence ladder sets the rate,
+    else decayed exponentially to the final rate over ``num_steps``."""
+    if converging:
+        return pyro.optim.Adam({"lr": DEFAULTS["learning_rate"], "betas": DEFAULTS["betas"]})
     decay = (DEFAULTS["final_learning_rate"] / DEFAULTS["learning_rate"]) ** (1.0 / max(num_steps, 1))
     return pyro.optim.ExponentialLR(
         {
@@ -212,6 +225,7 @@ def fit(
     average_last: float | None = None,
     check: bool = True,
     noncentre: bool = True,
+    stop_when_converged: bool | None = None,
     **kwargs: Any,
 ) -> FitResult:
     """Train a posterior sampler for ``model`` and return it with its training history.
@@ -225,11 +239,18 @@ def fit(
       5 Metropolis-adjusted Langevin steps per training step (step size adapted to an
       acceptance rate of 0.9), sliced-Wasserstein distillation, same preconditioning.
     * guide: [`AutoNeuralSampler`][pyro_stein.AutoNeuralSampler] started at the Laplace approximation.
-    * ``num_steps=2000``.
-    * optim: Adam (betas 0.9, 0.9) with learning rate 1e-2 decayed exponentially to
-      1e-3 over the run (``pyro.optim.ExponentialLR``).
-    * the returned sampler's parameters are their average over the last half of the steps,
-      during which the preconditioner stays fixed.
+    * a budget of its own, at most ``num_steps=2000``: Adam (betas 0.9, 0.9) at learning rate
+      1e-2 until the sampler stops changing, then at 3.2e-3 and at 1e-3 until it stops
+      changing again (`CONVERGENCE`; after Welandawe et al. 2022).  The change is measured on
+      fixed base draws (common random numbers) pushed through the sampler with its
+      parameters averaged over each window of 50 steps, so it has no Monte Carlo noise of
+      its own: the largest mean shift (in sds), log sd ratio or correlation change, against
+      a tolerance of 0.02 at the first rate and 0.01 after (below the Monte Carlo error of
+      4000 draws' means).  ``result.convergence`` says why the run stopped, with the
+      figure; the progress bar shows it.  A run that does not converge moves on to the
+      lower rates at 1/4 and 1/2 of ``num_steps``.
+    * the returned sampler's parameters are their average over the last stage, during which
+      the preconditioner stays fixed.
 
     Args:
         model: a Pyro model with continuous latent sites.
@@ -241,8 +262,11 @@ def fit(
             (one engine object can serve several fits: its state is kept per guide); a
             plain Pyro loss such as ``Trace_ELBO()`` with a Pyro autoguide also runs.
         guide: a guide to train; default ``AutoNeuralSampler(model)``.
-        num_steps: optimisation steps in total (a resumed run counts the steps it resumes).
+        num_steps: the most optimisation steps (a resumed run counts the steps it resumes);
+            with ``stop_when_converged=False``, or an ``optim`` of your own, exactly this many.
         optim: a ``pyro.optim`` optimizer; a ``PyroLRScheduler`` is stepped once per step.
+            The default is Adam under the convergence ladder above; with your own optimizer
+            `fit()` follows its schedule for ``num_steps`` steps.
         seed: seeds Pyro, PyTorch and NumPy for a reproducible run.
         progress: show a tqdm progress bar.
         checkpoint: a file path: resume from it if it exists, save to it every
@@ -255,9 +279,10 @@ def fit(
             ``num_steps``, ``average_last``) and resumes only that run: any difference is
             refused, naming it.
         checkpoint_every: steps between checkpoints.
-        average_last: the fraction of the steps, at the end, over which the guide's
-            parameters are averaged (default 0.5; 0 returns the last iterate).  An
-            interrupted run returns the last iterate.
+        average_last: with a fixed budget, the fraction of the steps, at the end, over
+            which the guide's parameters are averaged (default 0.5; 0 returns the last
+            iterate).  Under the convergence ladder the last stage is averaged, and 0 returns
+            the last iterate.  An interrupted run returns the last iterate.
         check: judge the fitted sampler's draws against the model
             ([`check_reliability()`][pyro_stein.check_reliability]: support, stationarity
             under Metropolis-adjusted Langevin steps, modes); the verdict is
@@ -272,9 +297,13 @@ def fit(
             emits the original sites, so ``result.sample``, ``Predictive(model, result.guide)``
             and ``result.to_arviz()`` see ``theta`` (and ``theta_decentered``);
             ``result.noncentred`` names the sites.  ``False`` never refits.
+        stop_when_converged: run the convergence ladder above (default ``True`` with the
+            default optimizer and an engine of this package); ``False`` runs ``num_steps``
+            steps with the learning rate decayed exponentially from 1e-2 to 1e-3 over them.
 
     Returns:
-        A `FitResult`; ``result.sample(n)`` gives ``n`` posterior draws per site.
+        A `FitResult`; ``result.sample(n)`` gives ``n`` posterior draws per site, and
+        ``result.convergence`` says why the run stopped.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
@@ -306,12 +335,23 @@ def fit(
         raise ValueError(f"num_steps must be a non-negative integer, got {num_steps!r}")
     if optim is not None and not isinstance(optim, pyro.optim.PyroOptim):
         raise TypeError(f"optim must be a pyro.optim optimizer, got {type(optim).__name__}")
+    if stop_when_converged is None:
+        stop_when_converged = DEFAULTS["stop_when_converged"]
+    if not isinstance(stop_when_converged, bool):
+        raise TypeError(f"stop_when_converged must be True or False, got {stop_when_converged!r}")
     if seed is not None:
         pyro.set_rng_seed(seed)
     engine = _make_engine(engine)
     guide_is_default, optim_is_default = guide is None, optim is None
     guide = AutoNeuralSampler(model) if guide is None else guide
-    optim = _default_optim(num_steps) if optim is None else optim
+    # The ladder sets the learning rate, so it needs the default optimizer, and it compares
+    # samplers on their draws, so it needs a latent sampler trained by one of our engines.
+    # (A guide is a LatentSampler only once set up: its class is what can be checked now.)
+    converging = (
+        stop_when_converged and optim_is_default and isinstance(engine, Engine)
+        and callable(getattr(type(guide), "sample_latent_batch", None))
+    )
+    optim = _default_optim(num_steps, converging) if optim is None else optim
     checkpoint_every = DEFAULTS["checkpoint_every"] if checkpoint_every is None else checkpoint_every
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer (steps between checkpoints), got {checkpoint_every!r}")
@@ -322,41 +362,45 @@ def fit(
         raise ValueError(f"average_last must lie in [0, 1], got {average_last!r}")
     average_from = num_steps - round(num_steps * average_last)
 
-    settings = {"seed": seed, "num_steps": num_steps, "average_last": float(average_last)}
+    settings = {"seed": seed, "num_steps": num_steps, "average_last": float(average_last), "stop_when_converged": converging}
     train = functools.partial(
         _train, engine=engine, args=args, kwargs=kwargs, num_steps=num_steps, seed=seed, progress=progress,
         checkpoint_every=checkpoint_every, average_from=average_from, settings=settings, check=check,
+        converging=converging, average_last=average_last,
     )
     start = time.perf_counter()
     result, fitted = train(model, guide, optim, path)
     refit_note = ""
-    if noncentre and guide_is_default and isinstance(engine, Engine) and _stationarity_failed(result, num_steps):
+    if noncentre and guide_is_default and isinstance(engine, Engine) and _stationarity_failed(result):
         sites = centred_hierarchical_sites(model, args, kwargs)
         if sites:
-            result, fitted, refit_note = _refit_noncentred(model, sites, result, fitted, train, optim_is_default, path, progress)
+            fresh_optim = functools.partial(_default_optim, num_steps, converging) if optim_is_default else None
+            result, fitted, refit_note = _refit_noncentred(model, sites, result, fitted, train, fresh_optim, path, progress)
     store = pyro.get_param_store()
     _keep_fitted_params(result, fitted, store)
     result.seconds = time.perf_counter() - start
     if progress and result.ksd is not None:
         verdict = "" if result.reliable is None else f"; reliable={result.reliable}"
+        stopped = "" if result.convergence is None else f" ({result.convergence.message()})"
         tqdm.write(
-            f"pyro_stein.fit: {result.num_steps} steps in {result.seconds:.1f} s; KSD of the sampler {result.ksd:.3g}{verdict}"
+            f"pyro_stein.fit: {result.num_steps} steps in {result.seconds:.1f} s{stopped}; "
+            f"KSD of the sampler {result.ksd:.3g}{verdict}"
         )
     if result.reliability is not None and not result.reliability.reliable:
         warn(f"pyro_stein.fit: result.reliable is False: {result.reliability.message()}{refit_note}", UnreliableFitWarning)
     return result
 
 
-def _stationarity_failed(result: FitResult, num_steps: int) -> bool:
+def _stationarity_failed(result: FitResult) -> bool:
     """Whether a complete fit's stationarity check failed (the funnel's signature)."""
-    if result.num_steps < num_steps or result.reliability is None or result.reliability.reliable:
+    if not result.completed or result.reliability is None or result.reliability.reliable:
         return False
     return any(check.name == "stationarity" for check in result.reliability.failed)
 
 
 def _refit_noncentred(
     model: Callable, sites: tuple[str, ...], result: FitResult, fitted: StateDict, train: Callable,
-    optim_is_default: bool, path: Path | None, progress: bool,
+    fresh_optim: Callable[[], pyro.optim.PyroOptim] | None, path: Path | None, progress: bool,
 ) -> tuple[FitResult, StateDict, str]:
     """Fit ``model`` once more with ``sites`` non-centred; keep that fit if it is reliable.
     Returns the fit kept, its parameter-store state, and a sentence for the warning when
@@ -372,7 +416,7 @@ def _refit_noncentred(
             f"pyro_stein.fit: the stationarity check failed on the centred hierarchy; fitting again with "
             f"{list(sites)} non-centred (poutine.reparam with LocScaleReparam(centered=0.0))"
         )
-    optim = _default_optim(result.num_steps) if optim_is_default else result.optim
+    optim = result.optim if fresh_optim is None else fresh_optim()
     refit_path = None if path is None else path.with_name(path.name + ".noncentred")
     refit, refit_fitted = train(noncentred, AutoNeuralSampler(noncentred), optim, refit_path)
     if refit.reliable:
@@ -390,12 +434,13 @@ def _refit_noncentred(
 def _train(
     model: Callable, guide: Any, optim: pyro.optim.PyroOptim, path: Path | None, *, engine: Engine | ELBO,
     args: tuple, kwargs: dict, num_steps: int, seed: int | None, progress: bool, checkpoint_every: int,
-    average_from: int, settings: dict[str, Any], check: bool,
+    average_from: int, settings: dict[str, Any], check: bool, converging: bool, average_last: float,
 ) -> tuple[FitResult, StateDict]:
     """One training run of `fit()`, resumed from ``path`` when it holds one: the result and
     the parameter-store state it trained (which `fit()` puts in the global store)."""
     result = FitResult(model=model, guide=guide, engine=engine, optim=optim, args=args, kwargs=kwargs)
     average = TailAverage(guide)
+    monitor = ConvergenceMonitor(guide, CONVERGENCE, DEFAULTS["learning_rate"], num_steps) if converging else None
     store = pyro.get_param_store()
     # A fresh store: parameters of earlier fits (or of other guides) cannot leak into this one.
     with store.scope() as fitted:
@@ -409,7 +454,7 @@ def _train(
         if saved is not None:
             if isinstance(guide, AutoGuide):
                 set_up(guide, args, kwargs)  # a Pyro autoguide makes its parameters on its first run
-            load_checkpoint(path, saved, result, run, average)
+            load_checkpoint(path, saved, result, run, average, monitor)
         svi = SVI(model, guide, optim, loss=engine)
         scheduler = isinstance(optim, pyro.optim.PyroLRScheduler)
         bar = tqdm(total=num_steps, initial=result.num_steps, disable=not progress, desc="pyro_stein.fit")
@@ -418,9 +463,14 @@ def _train(
         stopped = None  # why the loop ended early
         try:
             with deferred_interrupt() as interrupt:
-                while result.num_steps < num_steps:
+                while result.num_steps < num_steps and not (monitor is not None and monitor.stopped):
                     # The average needs fixed coordinates: no re-centring in the averaged tail.
-                    run.recentering = result.num_steps < average_from
+                    if monitor is None:
+                        run.recentering = result.num_steps < average_from
+                    else:
+                        run.recentering = monitor.recentering
+                        if isinstance(engine, ParticleEngine) and engine.recenter_due(run):
+                            monitor.restart_window()
                     value = svi.step(*args, **kwargs)
                     if scheduler:
                         optim.step()
@@ -428,15 +478,27 @@ def _train(
                     for name, figure in diagnostics.items():
                         result.history.setdefault(name, []).append(figure)
                     result.num_steps += 1
-                    if result.num_steps > average_from:
-                        average.update()
+                    if monitor is None:
+                        if result.num_steps > average_from:
+                            average.update()
+                    else:
+                        if monitor.last_stage and average_last > 0:
+                            average.update()
+                        monitor.update(result.num_steps)
+                        # Now, not before the next step: a checkpoint saved below then holds
+                        # the rate that step uses (a resumed run's optimizers load it).
+                        set_learning_rate(optim, monitor.learning_rate)
                     bar.update(1)
                     if progress and result.num_steps % 25 == 0:
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in diagnostics.items() if k != "bandwidth"}, refresh=False)
+                        postfix = {k: f"{v:.3g}" for k, v in diagnostics.items() if k != "bandwidth"}
+                        if monitor is not None:
+                            postfix["lr"] = f"{monitor.learning_rate:.2g}"
+                            postfix["change"] = f"{monitor.state.change:.3g}/{monitor.tolerance:g}"
+                        bar.set_postfix(postfix, refresh=False)
                     if path is not None:
                         generators = rng_state()
                         if result.num_steps % checkpoint_every == 0 or interrupt.requested:
-                            save_checkpoint(path, result, run, generators, average, fingerprint)
+                            save_checkpoint(path, result, run, generators, average, fingerprint, monitor)
                             saved_at = result.num_steps
                     if interrupt.requested:
                         stopped = "between steps"
@@ -448,6 +510,9 @@ def _train(
         finally:
             bar.close()
             run.recentering = True
+        result.completed = stopped is None or result.num_steps >= num_steps or (monitor is not None and monitor.stopped)
+        if monitor is not None:
+            result.convergence = monitor.report(result.num_steps, interrupted=not result.completed)
         if stopped is not None and result.num_steps < num_steps:
             message = f"fit interrupted after {result.num_steps} of {num_steps} steps ({stopped})"
             if path is not None and saved_at is not None:
@@ -458,10 +523,10 @@ def _train(
             elif path is not None:
                 message += "; no checkpoint was written yet"
             warn(message, RuntimeWarning)
-        if result.num_steps == num_steps:
+        if result.completed:
             average.apply()
             if path is not None:
-                save_checkpoint(path, result, run, generators, average, fingerprint)
+                save_checkpoint(path, result, run, generators, average, fingerprint, monitor)
         density = _sampler_density(model, guide)
         result.ksd = _final_ksd(guide, density, args, kwargs)
         if check:

@@ -21,6 +21,7 @@ from ..diagnostics.inference_data import to_inference_data
 from ..diagnostics.reliability import Reliability
 from ..engines import Engine
 from ..guides.neural_sampler import AutoNeuralSampler
+from .convergence import Convergence
 
 __all__ = ["FitResult"]
 
@@ -54,6 +55,12 @@ class FitResult:
             non-centred model and emits both ``site`` and ``site_decentered``.
         centred_reliability: the verdict on that centred fit (``None`` without a refit).
         num_steps_total: steps of both fits when `fit()` refitted (``None`` otherwise).
+        convergence: why the run stopped, with the figure that decided it
+            ([`Convergence`][pyro_stein.fitting.convergence.Convergence]); ``None`` when
+            `fit()` ran a fixed budget (``stop_when_converged=False`` or an optimizer of
+            your own).
+        completed: whether the run ended by itself (converged or at ``num_steps``), not by
+            an interrupt.
 
     Parameters: `fit()` leaves the fitted ``pyro.param`` values in Pyro's global
     parameter store, as ``SVI`` does, so ``pyro.param(name)`` and
@@ -77,6 +84,8 @@ class FitResult:
     noncentred: tuple[str, ...] = ()
     centred_reliability: Reliability | None = None
     num_steps_total: int | None = None
+    convergence: Convergence | None = None
+    completed: bool = False
 
     @property
     def reliable(self) -> bool | None:

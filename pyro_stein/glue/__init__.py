@@ -9,6 +9,7 @@ densities and guides through the names here.
 * `model_outputs`: a model run at many draws (deterministics, log-likelihoods, predictive);
 * `fingerprint`: what a run on a model depends on (its structure, its data), for checkpoints;
 * `params`: the model's ``pyro.param`` values in Pyro's parameter store;
+* `optim`: a ``pyro.optim`` optimizer's learning rate, set from outside its schedule;
 * `initialization`: per-site starting values; `constraints`: ``biject_to`` registrations.
 
 The constraint registrations take effect when this layer is imported.

@@ -5,6 +5,7 @@
 * `langevin`: the discretized Langevin flow (ULA, MALA);
 * `matching`: distribution-matching directions (sliced Wasserstein, energy distance);
 * `laplace`: mode search and the Laplace approximation of a batched log density;
+* `convergence`: when to stop training: a learning-rate ladder tested on common random numbers;
 * `surrogate`: the surrogate that moves a sampler's draws along per-draw directions;
 * `nn`: the package's one multilayer-perceptron builder;
 * `caller`: warnings attributed to the user's line;

@@ -49,6 +49,10 @@ def _state(result):
 def assert_same_run(first, second):
     assert first.num_steps == second.num_steps
     assert first.history == second.history
+    assert (first.convergence is None) == (second.convergence is None)
+    if first.convergence is not None:
+        assert first.convergence.message() == second.convergence.message()
+        assert first.convergence.stage_ends == second.convergence.stage_ends
     first_state, second_state = _state(first), _state(second)
     assert first_state.keys() == second_state.keys()
     for name, value in first_state.items():
@@ -74,8 +78,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_exactly(tmp_path, monkey
 
 def test_an_interrupt_inside_a_recentring_step_still_resumes_exactly(tmp_path, monkeypatch):
     """Ctrl-C while the preconditioner is being re-centred (at the start of step 51): the step completes
-    before the run stops, so the checkpoint never holds a half-moved preconditioner."""
-    straight = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False)
+    before the run stops, so the checkpoint never holds a half-moved preconditioner.  (240 steps:
+    the ladder's first stage, which re-centres, lasts at least to step 60.)"""
+    straight = pyro_stein.fit(model, Y, num_steps=240, seed=0, progress=False)
     original = AutoNeuralSampler.recenter
     moved = {"count": 0}
 
@@ -87,10 +92,10 @@ def test_an_interrupt_inside_a_recentring_step_still_resumes_exactly(tmp_path, m
     path = tmp_path / "run.ckpt"
     with monkeypatch.context() as patch:
         patch.setattr(AutoNeuralSampler, "recenter", recenter)
-        with pytest.warns(RuntimeWarning, match="interrupted after 51 of 120 steps"):
-            partial = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False, checkpoint=path)
+        with pytest.warns(RuntimeWarning, match="interrupted after 51 of 240 steps"):
+            partial = pyro_stein.fit(model, Y, num_steps=240, seed=0, progress=False, checkpoint=path)
     assert moved["count"] == 1 and partial.num_steps == 51
-    resumed = pyro_stein.fit(model, Y, num_steps=120, seed=0, progress=False, checkpoint=path)
+    resumed = pyro_stein.fit(model, Y, num_steps=240, seed=0, progress=False, checkpoint=path)
     assert_same_run(straight, resumed)
 
 

@@ -70,7 +70,10 @@ def test_another_seed_engine_guide_or_length_is_refused(checkpoint):
     refused(checkpoint, "engine: AmortizedSVGD in the checkpoint's run, CTFDistillation in this one", engine="ctf")
     refused(checkpoint, r"guide option hidden_dims: None in the checkpoint's run, \(8,\) in this one", guide=AutoNeuralSampler(model, hidden_dims=(8,)))
     refused(checkpoint, "num_steps: 4 in the checkpoint's run, 6 in this one", num_steps=6)
-    refused(checkpoint, "optimizer: PyroLRScheduler in the checkpoint's run, PyroOptim in this one", optim=pyro.optim.Adam({"lr": 0.1}))
+    refused(checkpoint, r"optimizer option arguments: \{'betas': \(0.9, 0.9\), 'lr': 0.01\} in the checkpoint's run, "
+            r"\{'lr': 0.1\} in this one; stop_when_converged: True in the checkpoint's run, False in this one",
+            optim=pyro.optim.Adam({"lr": 0.1}))
+    refused(checkpoint, "optimizer: PyroOptim in the checkpoint's run, PyroLRScheduler in this one", stop_when_converged=False)
 
 
 def test_a_checkpoint_without_a_fingerprint_is_refused(checkpoint):
