@@ -44,7 +44,12 @@ from ..ops.caller import warn
 from ..ops.surrogate import direction_surrogate
 from ..ops.tails import TailFreeCoordinates
 
-__all__ = ["Engine", "ParticleEngine", "ParticleRun", "Run"]
+__all__ = ["LARGE_BATCH_TERMS", "Engine", "ParticleEngine", "ParticleRun", "Run"]
+
+#: Likelihood terms per step (particles x observations of one site, its plate not
+#: subsampled) above which the engines warn: 512 particles x 20000 rows.  At 512 particles
+#: x 100000 rows a regression's step took 4.7 s and 3.6 GB here.
+LARGE_BATCH_TERMS = 10_000_000
 
 
 @runtime_checkable
@@ -200,10 +205,35 @@ class ParticleEngine(ELBO):
             batching = guide.batching  # the guide has already probed the model
         density = UnconstrainedLogDensity(model, guide, batching=batching)
         density.setup(args, kwargs)
+        self._warn_large_batch(density)
         run = self.run_type(model=model, density=density)
         self._resolve(run, guide)
         self._runs[guide] = run
         return run
+
+    def _warn_large_batch(self, density: UnconstrainedLogDensity) -> None:
+        """Warn when every step evaluates more than `LARGE_BATCH_TERMS` likelihood terms of
+        one observed site on its full data: time and memory per step grow with particles x
+        rows, where a subsampled plate's do not."""
+        if density.subsampled or density.largest_observed is None:
+            return
+        site, terms, plate = density.largest_observed
+        total = self.num_particles * terms
+        if total <= LARGE_BATCH_TERMS:
+            return
+        where = (
+            f"subsample its plate, pyro.plate({plate!r}, size, subsample_size=...) with the data indexed by the "
+            "plate's indices (the log-likelihood is then scaled to the full data: an unbiased estimate)"
+            if plate is not None
+            else "put its rows in a subsampled plate, pyro.plate('data', size, subsample_size=...)"
+        )
+        warn(
+            f"{self.name}: every step evaluates the observed site {site!r} on {terms} terms for each of "
+            f"{self.num_particles} particles ({total:.2g} terms, and memory in proportion, with its gradients). "
+            f"To make a step's cost independent of the data size, {where}; or use fewer particles "
+            f"({self.name}(num_particles=...)).",
+            RuntimeWarning,
+        )
 
     def _resolve(self, run: ParticleRun, guide: Any) -> None:
         """Fill in what a subclass's run resolves once the model is known."""

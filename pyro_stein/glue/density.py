@@ -53,6 +53,20 @@ def layout_of(layout_or_guide: LatentLayout | AutoContinuous) -> LatentLayout:
     )
 
 
+def _largest_observed(trace: poutine.Trace) -> tuple[str, int, str | None] | None:
+    """The observed site with the most log-likelihood terms: ``(name, terms, plate)``."""
+    largest = None
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"] or site_is_subsample(site):
+            continue
+        terms = int(site["fn"].batch_shape.numel())
+        plates = [frame for frame in site["cond_indep_stack"] if frame.vectorized]
+        plate = max(plates, key=lambda frame: frame.size).name if plates else None
+        if largest is None or terms > largest[1]:
+            largest = (name, terms, plate)
+    return largest
+
+
 def _observed_sites_are_tensors(trace: poutine.Trace) -> None:
     for name, site in trace.nodes.items():
         if site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site):
@@ -182,6 +196,9 @@ class UnconstrainedLogDensity:
         self.has_model_params = False
         #: Whether some plate evaluates a minibatch (``subsample_size`` below its size).
         self.subsampled = False
+        #: The observed site with the most likelihood terms per evaluation, as
+        #: ``(site, terms, plate)`` (the plate: its largest one, or ``None``).
+        self.largest_observed: tuple[str, int, str | None] | None = None
 
     # ------------------------------------------------------------------ set-up
     def setup(self, args: tuple, kwargs: dict) -> None:
@@ -212,6 +229,7 @@ class UnconstrainedLogDensity:
             if site["type"] == "sample" and site_is_subsample(site)
         }
         self.max_plate_nesting = max_plate_nesting(model_trace)
+        self.largest_observed = _largest_observed(model_trace)
         self.subsampled = any(
             frame.full_size is not None and frame.full_size != frame.size
             for site in model_trace.nodes.values()

@@ -131,3 +131,21 @@ def test_too_few_particles_are_accepted_with_the_measured_figures():
         warnings.simplefilter("error")
         AmortizedSVGD(num_particles=16)
         CTFDistillation(num_particles=32)
+
+
+def _rows_model(x, y, subsample_size=None):
+    beta = pyro.sample("beta", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    with pyro.plate("rows", len(y), subsample_size=subsample_size) as rows:
+        pyro.sample("y", dist.Normal(x[rows] @ beta, 1.0), obs=y[rows])
+
+
+def test_a_step_over_many_rows_of_an_unsubsampled_plate_warns_how_to_subsample():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(30000, 2, generator=generator)
+    y = x.sum(-1) + torch.randn(30000, generator=generator)
+    with pytest.warns(RuntimeWarning, match=r"observed site 'y' on 30000 terms for each of 512 particles .*pyro.plate\('rows'"):
+        AmortizedSVGD().start_run(_rows_model, AutoNeuralSampler(_rows_model), x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        AmortizedSVGD().start_run(_rows_model, AutoNeuralSampler(_rows_model), x, y, subsample_size=500)
+        AmortizedSVGD(num_particles=64).start_run(_rows_model, AutoNeuralSampler(_rows_model), x, y)
