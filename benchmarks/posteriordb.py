@@ -109,6 +109,8 @@ def run_pyro_stein(
     extra["steps"] = result.num_steps
     if result.convergence is not None:
         extra["stopped"] = result.convergence.stopped
+        extra["stage_ends"] = [list(end) for end in result.convergence.stage_ends]
+        extra["final_se"] = result.convergence.change
     if result.reliability is not None:
         extra.update(reliable=result.reliable, failed_checks=",".join(c.name for c in result.reliability.failed),
                      check_seconds=result.reliability.seconds)
