@@ -133,8 +133,8 @@ print(az.summary(reference, var_names=["mu", "tau", "theta"], kind="diagnostics"
 #
 # ## Four fits
 #
-# Both engines on both parametrizations, with `fit`'s defaults (2000 steps; 150 in fast
-# mode). `to_inference_data` names `theta`'s dimension after the `school` plate, and
+# Both engines on both parametrizations, with `fit`'s defaults (each picks its own number
+# of steps, at most 2000; at most 150 in fast mode). `to_inference_data` names `theta`'s dimension after the `school` plate, and
 # labels it with the schools' names.
 
 # %%
@@ -182,7 +182,7 @@ for label, (_, idata) in fits.items():
 # In the centered model the samplers work on `(mu, log tau, theta)`, where the posterior is
 # a funnel: the spread of `theta` shrinks with `tau`, and the density grows without bound
 # down the neck (which is also why `fit` warns that it found no mode to start from). In the
-# full run whose output ends this page (seed 0, 2000 steps):
+# full run whose output ends this page (seed 0, `fit`'s own budget):
 #
 # * **Amortized SVGD, centered, falls into the neck**: `P(tau < 1)` is 0.999 against
 #   NUTS's 0.199, `tau`'s sd is 3% of NUTS's, and every school is pulled onto `mu`. The

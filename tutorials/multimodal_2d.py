@@ -110,7 +110,8 @@ for name, (_, log_density) in targets.items():
 # ## The three samplers
 #
 # Pyro's `SVGD` with 200 particles, its RBF kernel (median bandwidth) and Adam at 0.1 for
-# 1000 steps; both pyro_stein engines with `fit`'s defaults (2000 steps; fewer in fast mode),
+# 1000 steps; both pyro_stein engines with `fit`'s defaults (their own budget, at most 2000
+# steps; at most 200 in fast mode),
 # which start the sampler at the Laplace approximation, i.e. at one mode; and CTF once more
 # from a wide start (`AutoNeuralSampler(model, init_scale=3.0)`: a Gaussian of scale 3 around
 # the origin, covering both modes).
