@@ -38,7 +38,8 @@ class Convergence:
         tolerance: the tolerance of that figure at the stage the run ended in.
         learning_rate: the learning rate of that stage.
         stage_ends: ``(step, why)`` for each stage of the ladder that ended
-            (``"stationary"``, or ``"forced"`` at its share of ``num_steps``).
+            (``"stationary"``), and the step at which the run fell back to the fixed
+            schedule (``"fallback"``: a stage did not end by its share of ``num_steps``).
     """
 
     stopped: str
@@ -61,9 +62,16 @@ class Convergence:
                 "and correlations)"
             )
         why = "the maximum num_steps" if self.stopped == "maximum" else "an interrupt"
+        fallback = [step for step, end in self.stage_ends if end == "fallback"]
+        schedule = (
+            f"; the sampler was still changing at step {fallback[0]}, so from there the learning rate decayed on "
+            "the fixed schedule (a longer num_steps gives the ladder more room)"
+            if fallback
+            else ""
+        )
         return (
             f"stopped by {why} after {self.num_steps} steps before converging: the last figure was {figure} "
-            f"(tolerance {self.tolerance:g}) at learning rate {self.learning_rate:.2g}"
+            f"(tolerance {self.tolerance:g}) at learning rate {self.learning_rate:.2g}{schedule}"
         )
 
 
@@ -76,40 +84,55 @@ class ConvergenceMonitor:
             torch's random numbers and its parameters.
         rule: the ladder.
         initial_learning_rate: the rate of the first stage.
-        max_steps: the run's maximum number of steps (stages end by force at their share
-            of it, and windows are shortened so that each stage has two).
+        max_steps: the run's maximum number of steps (a stage not ended by its share of it
+            puts the run on the fixed schedule, and windows are shortened so that each stage
+            has two).
+        average_from: on the fixed schedule, the step after which the parameters are
+            averaged (and the preconditioner stays fixed).
     """
 
-    def __init__(self, guide: Any, rule: ConvergenceRule, initial_learning_rate: float, max_steps: int) -> None:
+    def __init__(
+        self, guide: Any, rule: ConvergenceRule, initial_learning_rate: float, max_steps: int, average_from: int
+    ) -> None:
         self.guide = guide
         self.rule = rule.for_budget(max_steps)
         self.initial_learning_rate = initial_learning_rate
         self.max_steps = max_steps
+        self.average_from = average_from
         self.state = ConvergenceState()
         self._window: list[Tensor] | None = None
         self._count = 0
         dim = int(getattr(guide, "latent_dim", 1))
         self.num_draws = min(20000, max(2048, 8 * dim))
 
-    @property
-    def learning_rate(self) -> float:
+    def learning_rate(self, step: int) -> float:
+        """The rate of the step after ``step`` steps: the stage's, or on the fixed schedule
+        the exponential decay to the last stage's rate at ``max_steps``."""
+        if self.state.fallback:
+            return self.initial_learning_rate * self.rule.rates[-1] ** (step / max(self.max_steps, 1))
         return self.initial_learning_rate * self.rule.rates[self.state.stage]
+
+    def averaging(self, step: int) -> bool:
+        """Whether the step that made ``step`` steps counts in the returned average."""
+        if self.state.fallback:
+            return step > self.average_from
+        return self.last_stage
 
     @property
     def tolerance(self) -> float:
         """The tolerance the current stage's figure is held to."""
-        if self.last_stage:
-            return self.rule.final_tolerance
-        return self.rule.tolerances[self.state.stage]
+        return self.rule.final_tolerance if self.last_stage else self.rule.tolerances[self.state.stage]
 
     @property
     def last_stage(self) -> bool:
         """Whether the run is in the ladder's last stage, whose parameters are averaged."""
         return self.state.stage == len(self.rule.rates) - 1
 
-    @property
-    def recentering(self) -> bool:
-        """Re-centring only in the first stage: the later ones refine fixed coordinates."""
+    def recentering(self, step: int) -> bool:
+        """Whether the step after ``step`` steps may re-centre: in the first stage (the later
+        ones refine fixed coordinates), and on the fixed schedule until the average starts."""
+        if self.state.fallback:
+            return step < self.average_from
         return self.state.stage == 0
 
     @property
@@ -162,7 +185,7 @@ class ConvergenceMonitor:
             num_steps=num_steps,
             change=self.state.change,
             tolerance=self.tolerance,
-            learning_rate=self.learning_rate,
+            learning_rate=self.learning_rate(max(num_steps - 1, 0)),
             stage_ends=self.state.stage_ends,
         )
 

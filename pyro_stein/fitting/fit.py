@@ -440,7 +440,7 @@ def _train(
     the parameter-store state it trained (which `fit()` puts in the global store)."""
     result = FitResult(model=model, guide=guide, engine=engine, optim=optim, args=args, kwargs=kwargs)
     average = TailAverage(guide)
-    monitor = ConvergenceMonitor(guide, CONVERGENCE, DEFAULTS["learning_rate"], num_steps) if converging else None
+    monitor = ConvergenceMonitor(guide, CONVERGENCE, DEFAULTS["learning_rate"], num_steps, average_from) if converging else None
     store = pyro.get_param_store()
     # A fresh store: parameters of earlier fits (or of other guides) cannot leak into this one.
     with store.scope() as fitted:
@@ -468,7 +468,7 @@ def _train(
                     if monitor is None:
                         run.recentering = result.num_steps < average_from
                     else:
-                        run.recentering = monitor.recentering
+                        run.recentering = monitor.recentering(result.num_steps)
                         if isinstance(engine, ParticleEngine) and engine.recenter_due(run):
                             monitor.restart_window()
                     value = svi.step(*args, **kwargs)
@@ -482,17 +482,17 @@ def _train(
                         if result.num_steps > average_from:
                             average.update()
                     else:
-                        if monitor.last_stage and average_last > 0:
+                        if monitor.averaging(result.num_steps) and average_last > 0:
                             average.update()
                         monitor.update(result.num_steps)
                         # Now, not before the next step: a checkpoint saved below then holds
                         # the rate that step uses (a resumed run's optimizers load it).
-                        set_learning_rate(optim, monitor.learning_rate)
+                        set_learning_rate(optim, monitor.learning_rate(result.num_steps))
                     bar.update(1)
                     if progress and result.num_steps % 25 == 0:
                         postfix = {k: f"{v:.3g}" for k, v in diagnostics.items() if k != "bandwidth"}
                         if monitor is not None:
-                            postfix["lr"] = f"{monitor.learning_rate:.2g}"
+                            postfix["lr"] = f"{monitor.learning_rate(result.num_steps):.2g}"
                             postfix["change"] = f"{monitor.state.change:.3g}/{monitor.tolerance:g}"
                         bar.set_postfix(postfix, refresh=False)
                     if path is not None:

@@ -59,8 +59,17 @@ def test_a_fixed_budget_runs_every_step():
 def test_a_budget_too_small_for_the_ladder_takes_all_its_steps():
     short = pyro_stein.fit(conjugate, DATA, num_steps=40, seed=0, progress=False, check=False)
     assert short.num_steps == 40 and short.convergence.stopped == "maximum"
-    assert short.convergence.stage_ends == ((10, "forced"), (20, "forced"))
+    assert short.convergence.stage_ends == ((10, "fallback"),)
     assert "stopped by the maximum num_steps after 40 steps" in short.convergence.message()
+    assert "decayed on the fixed schedule" in short.convergence.message()
+
+
+def test_on_the_fixed_schedule_the_run_repeats_a_fixed_budget_run():
+    """A run whose ladder falls back follows the exponential decay of stop_when_converged=False
+    from there, to 1e-3 at the last step."""
+    short = pyro_stein.fit(conjugate, DATA, num_steps=40, seed=0, progress=False, check=False)
+    rates = [group["lr"] for optimizer in short.optim.optim_objs.values() for group in optimizer.param_groups]
+    assert rates and all(rate == pytest.approx(1e-2 * 0.1 ** (40 / 40)) for rate in rates)
 
 
 def test_an_interrupted_converging_run_resumes_exactly(converged, tmp_path, monkeypatch):
@@ -88,7 +97,7 @@ def test_the_change_is_measured_on_fixed_base_draws(converged):
     from pyro_stein.fitting.convergence import ConvergenceMonitor
 
     guide = converged.guide
-    monitor = ConvergenceMonitor(guide, pyro_stein.fitting.CONVERGENCE, 1e-2, 2000)
+    monitor = ConvergenceMonitor(guide, pyro_stein.fitting.CONVERGENCE, 1e-2, 2000, 1000)
     values = [p.detach().clone() for p in guide.parameters()]
     torch.manual_seed(5)
     before = torch.rand(3)

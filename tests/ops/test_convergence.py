@@ -63,12 +63,16 @@ def test_the_first_stage_ends_when_two_windows_back_are_within_tolerance():
     assert state.stage == 0 and state.change == pytest.approx(0.06)
 
 
-def test_stages_end_by_force_at_their_share_of_the_budget():
+def test_a_stage_not_ended_by_its_share_of_the_budget_falls_back_to_the_fixed_schedule():
     rule = ConvergenceRule()
     moving = [summary(mean=(0.5 * k, 0.0)) for k in range(40)]
     state, step = run(rule, moving)
-    assert state.stage_ends == ((500, "forced"), (1000, "forced"))
-    assert state.stopped is None and step == 2000
+    assert state.fallback and state.stage == 0 and state.stage_ends == ((500, "fallback"),)
+    assert state.stopped is None and step == 2000 and state.change == pytest.approx(0.5)
+    # Stationary in time for the first stage, not for the second.
+    settling = [summary()] * 3 + moving
+    state, _ = run(rule, settling)
+    assert state.stage_ends == ((150, "stationary"), (1000, "fallback")) and state.stage == 1
 
 
 def test_the_last_stage_stops_on_the_standard_error_of_its_average():
@@ -97,7 +101,7 @@ def test_a_small_budget_shortens_the_windows_and_cannot_stop_early():
     small = ConvergenceRule().for_budget(40)
     assert small.window == 5 and not small.can_stop
     state, step = run(small, [summary()] * 8, max_steps=40)
-    assert state.stopped is None and step == 40 and state.stage_ends == ((10, "forced"), (20, "forced"))
+    assert state.stopped is None and step == 40 and state.stage_ends == ((10, "fallback"),)
 
 
 def test_a_rule_with_mismatched_stages_is_refused():
