@@ -193,6 +193,9 @@ def run(name: str, opts: argparse.Namespace) -> dict[str, float]:
     out.pop("last_err")
     out["seconds"] = seconds
     out["steps"] = result.num_steps
+    if result.convergence is not None:
+        out["stopped"] = result.convergence.stopped
+        out["change"] = result.convergence.change
     return out
 
 
@@ -215,12 +218,13 @@ def main() -> None:
     print(f"engine={opts.engine} start={opts.start} particles={opts.particles} bandwidth_factor={opts.bandwidth_factor} "
           f"steps={opts.steps} average_last={opts.average_last} beta2={opts.beta2 or 'default'} "
           f"leave_one_out={not opts.keep_self_interaction} recenter_every={opts.recenter_every} seed={opts.seed}\n")
-    columns = ["mean_err", "sd_lo", "sd_hi", "eig_lo", "eig_hi", "corr_err", "left_mass", "sigma_err", "seconds", "steps"]
+    columns = ["mean_err", "sd_lo", "sd_hi", "eig_lo", "eig_hi", "corr_err", "left_mass", "sigma_err", "seconds", "steps",
+               "stopped", "change"]
     print("| target | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for name in opts.targets.split(","):
         row = run(name, opts)
-        cells = [(f"{row[c]}" if c == "steps" else f"{row[c]:.3f}") if c in row else "" for c in columns]
+        cells = [(f"{row[c]}" if c in ("steps", "stopped") else f"{row[c]:.3f}") if c in row else "" for c in columns]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
