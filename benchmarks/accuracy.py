@@ -181,7 +181,7 @@ def run(name: str, opts: argparse.Namespace) -> dict[str, float]:
     start = time.perf_counter()
     result = pyro_stein.fit(
         model, *args, guide=guide, engine=engine, optim=optim, num_steps=opts.steps,
-        seed=opts.seed, progress=False, average_last=opts.average_last,
+        seed=opts.seed, progress=False, average_last=opts.average_last, stop_when_converged=not opts.fixed_budget,
     )
     seconds = time.perf_counter() - start
     draws = extract(result.sample(NUM_DRAWS))
@@ -213,11 +213,14 @@ def main() -> None:
     parser.add_argument("--keep-self-interaction", action="store_true", help="V-statistic Stein direction")
     parser.add_argument("--recenter-every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fixed-budget", action="store_true",
+                        help="fit(..., stop_when_converged=False): all --steps, the learning rate decayed over them")
     opts = parser.parse_args()
     torch.set_num_threads(1)
     print(f"engine={opts.engine} start={opts.start} particles={opts.particles} bandwidth_factor={opts.bandwidth_factor} "
           f"steps={opts.steps} average_last={opts.average_last} beta2={opts.beta2 or 'default'} "
-          f"leave_one_out={not opts.keep_self_interaction} recenter_every={opts.recenter_every} seed={opts.seed}\n")
+          f"leave_one_out={not opts.keep_self_interaction} recenter_every={opts.recenter_every} seed={opts.seed} "
+          f"fixed_budget={opts.fixed_budget}\n")
     columns = ["mean_err", "sd_lo", "sd_hi", "eig_lo", "eig_hi", "corr_err", "left_mass", "sigma_err", "seconds", "steps",
                "stopped", "change"]
     print("| target | " + " | ".join(columns) + " |")
