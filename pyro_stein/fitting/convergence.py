@@ -63,15 +63,16 @@ class Convergence:
             )
         why = "the maximum num_steps" if self.stopped == "maximum" else "an interrupt"
         fallback = [step for step, end in self.stage_ends if end == "fallback"]
-        schedule = (
-            f"; the sampler was still changing at step {fallback[0]}, so from there the learning rate decayed on "
-            "the fixed schedule (a longer num_steps gives the ladder more room)"
-            if fallback
-            else ""
-        )
+        if fallback:
+            return (
+                f"stopped by {why} after {self.num_steps} steps without converging: the sampler was still "
+                f"changing at step {fallback[0]} (by {figure} between the last windows), so from there the learning "
+                f"rate decayed on the fixed schedule to {self.learning_rate:.2g}; a larger num_steps gives the ladder "
+                "more room"
+            )
         return (
             f"stopped by {why} after {self.num_steps} steps before converging: the last figure was {figure} "
-            f"(tolerance {self.tolerance:g}) at learning rate {self.learning_rate:.2g}{schedule}"
+            f"(tolerance {self.tolerance:g}) at learning rate {self.learning_rate:.2g}"
         )
 
 

@@ -61,6 +61,7 @@ def test_a_budget_too_small_for_the_ladder_takes_all_its_steps():
     assert short.num_steps == 40 and short.convergence.stopped == "maximum"
     assert short.convergence.stage_ends == ((10, "fallback"),)
     assert "stopped by the maximum num_steps after 40 steps" in short.convergence.message()
+    assert "still changing at step 10" in short.convergence.message()
     assert "decayed on the fixed schedule" in short.convergence.message()
 
 
