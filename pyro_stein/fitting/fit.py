@@ -66,9 +66,12 @@ DEFAULTS: dict[str, Any] = {
     "stop_when_converged": True,
 }
 
+_FINAL_RATE = DEFAULTS["final_learning_rate"] / DEFAULTS["learning_rate"]
+
 #: The learning-rate ladder and convergence test of `fit()`'s own budget (see
-#: [`ConvergenceRule`][pyro_stein.ops.convergence.ConvergenceRule]).
-CONVERGENCE = ConvergenceRule()
+#: [`ConvergenceRule`][pyro_stein.ops.convergence.ConvergenceRule]).  Its last rate is the
+#: fixed schedule's final one, so that the fallback decays to where the fixed budget does.
+CONVERGENCE = ConvergenceRule(rates=(1.0, _FINAL_RATE**0.5, _FINAL_RATE))
 
 #: Draws of the trained sampler on which `fit()` reports the kernelized Stein discrepancy.
 KSD_DRAWS = 2000
