@@ -92,6 +92,8 @@ class AmortizedSVGD(ParticleEngine):
             kernel's signal about each coordinate's scale is drowned by the noise of the
             other coordinates and a 2000-D Gaussian's exact start drifted to sd ratios of
             0.79 to 1.11 in 200 steps.  The monitored discrepancy stays the radial kernel's.
+        control_variates: minibatch noise reduction on a subsampled plate, as in
+            [`ParticleEngine`][pyro_stein.engines.base.ParticleEngine].
         unstretch_tails: where the guide has learned heavy tails (a tail weight of at least
             `pyro_stein.ops.tails.HEAVY_TAIL_WEIGHT`), compute the kernel and the direction
             in whitened coordinates with the guide's tail stretch undone
@@ -134,6 +136,7 @@ class AmortizedSVGD(ParticleEngine):
         batching: str = "auto",
         moment_kernel: bool | None = None,
         unstretch_tails: bool = True,
+        control_variates: bool = True,
     ) -> None:
         if moment_kernel is not None and not isinstance(moment_kernel, bool):
             raise TypeError(f"moment_kernel must be True, False or None (automatic), got {moment_kernel!r}")
@@ -145,6 +148,7 @@ class AmortizedSVGD(ParticleEngine):
             recenter_every=recenter_every,
             batching=batching,
             unstretch_tails=unstretch_tails,
+            control_variates=control_variates,
         )
         self.kernel = kernel if kernel is not None else RBFKernel(bandwidth_factor=DEFAULT_BANDWIDTH_FACTOR)
         self.leave_one_out = leave_one_out

@@ -38,18 +38,20 @@ from torch import Tensor
 
 from ..glue.autoguide import autoguide_latent_batch, set_up
 from ..glue.batching import BATCHING
-from ..glue.density import UnconstrainedLogDensity
+from ..glue.density import Anchor, UnconstrainedLogDensity
 from ..guides.protocols import ParticleSampler, PreconditionedSampler, TailStretchedSampler
 from ..ops.caller import warn
 from ..ops.surrogate import direction_surrogate
 from ..ops.tails import TailFreeCoordinates
 
-__all__ = ["LARGE_BATCH_TERMS", "Engine", "ParticleEngine", "ParticleRun", "Run"]
+__all__ = ["ANCHOR_EVERY", "LARGE_BATCH_TERMS", "anchor_due", "Engine", "ParticleEngine", "ParticleRun", "Run"]
 
 #: Likelihood terms per step (particles x observations of one site, its plate not
 #: subsampled) above which the engines warn: 512 particles x 20000 rows.  At 512 particles
 #: x 100000 rows a regression's step took 4.7 s and 3.6 GB here.
 LARGE_BATCH_TERMS = 10_000_000
+#: Steps between the first re-anchorings of the control variate (then twice as many each time).
+ANCHOR_EVERY = 50
 
 
 @runtime_checkable
@@ -100,11 +102,23 @@ class ParticleRun:
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the run."""
-        return {"step_count": self.step_count}
+        state: dict[str, Any] = {"step_count": self.step_count}
+        if self.density.anchor is not None:
+            state["anchor"] = self.density.anchor._asdict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # "num_steps": the key of checkpoints written before the engines shared this class.
         self.step_count = int(state.get("step_count", state.get("num_steps", 0)))
+        anchor = state.get("anchor")
+        self.density.anchor = None if anchor is None else Anchor(**anchor)
+
+
+def anchor_due(step: int) -> bool:
+    """Whether a step re-anchors the control variate: steps 0, 50, 100, 200, 400, ... (the
+    particles move most early on; each anchor costs one pass over the data)."""
+    windows, rest = divmod(step, ANCHOR_EVERY)
+    return rest == 0 and windows & (windows - 1) == 0
 
 
 class ParticleEngine(ELBO):
@@ -126,6 +140,12 @@ class ParticleEngine(ELBO):
             whitened coordinates with its tail stretch undone
             ([`TailFreeCoordinates`][pyro_stein.ops.tails.TailFreeCoordinates]), on the
             posterior pulled back through that map.
+        control_variates: on a model that subsamples one plate, evaluate each step's
+            minibatch against an anchor point where the full data's score is known
+            ([`set_anchor`][pyro_stein.glue.density.UnconstrainedLogDensity.set_anchor]):
+            the anchor is the particles' mean at steps 0, 50, 100, 200, 400, ..., one pass
+            over the data each time.  A 100k-row regression subsampled to 1000 rows a step
+            was off by 0.53 posterior sds in its means without them.
     """
 
     #: The engine's name in messages.
@@ -146,6 +166,7 @@ class ParticleEngine(ELBO):
         recenter_every: int = 50,
         batching: str = "auto",
         unstretch_tails: bool = True,
+        control_variates: bool = True,
     ) -> None:
         if not isinstance(num_particles, int) or num_particles < 2:
             raise ValueError(
@@ -177,6 +198,9 @@ class ParticleEngine(ELBO):
         self.recenter_every = recenter_every
         self.batching = batching
         self.unstretch_tails = unstretch_tails
+        if not isinstance(control_variates, bool):
+            raise TypeError(f"control_variates must be True or False, got {control_variates!r}")
+        self.control_variates = control_variates
         # Keyed by the guide, weakly: a run ends with its guide, and a new guide that
         # happens to get a dead one's id() starts afresh.
         self._runs: weakref.WeakKeyDictionary[Any, ParticleRun] = weakref.WeakKeyDictionary()
@@ -229,7 +253,7 @@ class ParticleEngine(ELBO):
         )
         warn(
             f"{self.name}: every step evaluates the observed site {site!r} on {terms} terms for each of "
-            f"{self.num_particles} particles ({total:.2g} terms, and memory in proportion, with its gradients). "
+            f"{self.num_particles} particles ({total:.2g} terms per step, and time in proportion). "
             f"To make a step's cost independent of the data size, {where}; or use fewer particles "
             f"({self.name}(num_particles=...)).",
             RuntimeWarning,
@@ -275,6 +299,8 @@ class ParticleEngine(ELBO):
                 "The sampler produced non-finite particles; the learning rate is probably too "
                 "large for this model."
             )
+        if self.control_variates and run.density.subsampled and anchor_due(run.step_count):
+            run.density.set_anchor(particles.detach().mean(0), args, kwargs)
         return particles, whitened
 
     def _preconditioner(self, guide: Any) -> tuple[Tensor, Tensor] | None:

@@ -124,6 +124,8 @@ class CTFDistillation(ParticleEngine):
         precondition: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
         recenter_every: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
         batching: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
+        control_variates: minibatch noise reduction on a subsampled plate, as in
+            [`ParticleEngine`][pyro_stein.engines.base.ParticleEngine].
         unstretch_tails: run the flow and the matching in whitened coordinates with the
             guide's tail stretch undone
             ([`TailFreeCoordinates`][pyro_stein.ops.tails.TailFreeCoordinates]), on the
@@ -178,6 +180,7 @@ class CTFDistillation(ParticleEngine):
         recenter_every: int = 50,
         batching: str = "auto",
         unstretch_tails: bool = True,
+        control_variates: bool = True,
     ) -> None:
         super().__init__(
             num_particles,
@@ -185,6 +188,7 @@ class CTFDistillation(ParticleEngine):
             recenter_every=recenter_every,
             batching=batching,
             unstretch_tails=unstretch_tails,
+            control_variates=control_variates,
         )
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps (flow steps per training step) must be an integer >= 1, got {num_steps!r}")

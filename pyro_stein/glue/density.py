@@ -14,7 +14,7 @@ warning: [`pyro_stein.glue.batching`][pyro_stein.glue.batching]).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyro
 import pyro.poutine as poutine
@@ -30,7 +30,15 @@ from .autoguide import LatentVectorGuide
 from .batching import BATCHING, choose_batching
 from .layout import PARTICLE_PLATE, LatentLayout, check_model_args, feasible_trace, max_plate_nesting
 
-__all__ = ["BATCHING", "GuideModelMismatch", "UnconstrainedLogDensity", "layout_of"]
+__all__ = ["BATCHING", "Anchor", "GuideModelMismatch", "UnconstrainedLogDensity", "layout_of"]
+
+#: The most likelihood terms of one observed site that `UnconstrainedLogDensity.log_prob_and_score`
+#: evaluates at once (it splits a batch of particles beyond): about 4 MB per float32 tensor
+#: of them, of which a Normal likelihood's graph holds a handful.  A 100k-row regression's
+#: step at 512 particles peaked at 2060 MiB at once, 1070 MiB in parts of 2**22 terms and
+#: 644 MiB in parts of 2**20 (``benchmarks/large_data.py``).
+CHUNK_TERMS = 2**20
+_UNBOUNDED = 2**62
 
 
 class GuideModelMismatch(ValueError):
@@ -143,6 +151,14 @@ def _sum_per_particle(value: Tensor | float, num_particles: int, batch_rank: int
     return per_particle.expand(num_particles)
 
 
+class Anchor(NamedTuple):
+    """The point of a control variate, with the full data's log density and score there."""
+
+    point: Tensor
+    log_p: Tensor
+    score: Tensor
+
+
 class UnconstrainedLogDensity:
     """Batched log joint of ``model`` on an unconstrained latent layout.
 
@@ -199,6 +215,9 @@ class UnconstrainedLogDensity:
         #: The observed site with the most likelihood terms per evaluation, as
         #: ``(site, terms, plate)`` (the plate: its largest one, or ``None``).
         self.largest_observed: tuple[str, int, str | None] | None = None
+        #: A control variate for a subsampled plate's minibatch noise (`set_anchor()`).
+        self.anchor: Anchor | None = None
+        self._subsampled_plates: dict[str, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ set-up
     def setup(self, args: tuple, kwargs: dict) -> None:
@@ -230,6 +249,11 @@ class UnconstrainedLogDensity:
         }
         self.max_plate_nesting = max_plate_nesting(model_trace)
         self.largest_observed = _largest_observed(model_trace)
+        self._subsampled_plates = {
+            name: (int(site["fn"].size), len(site["value"]))
+            for name, site in model_trace.nodes.items()
+            if site["type"] == "sample" and site_is_subsample(site) and len(site["value"]) < int(site["fn"].size)
+        }
         self.subsampled = any(
             frame.full_size is not None and frame.full_size != frame.size
             for site in model_trace.nodes.values()
@@ -325,6 +349,9 @@ class UnconstrainedLogDensity:
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Log density, its gradient (the score) and validity at each row of ``latent``.
 
+        Rows are evaluated in parts of `particles_per_chunk()` rows, so that memory stays
+        bounded on large data (except with ``retain_graph``, where every part's graph is kept).
+
         Args:
             latent: ``(N, D)``.
             retain_graph: keep the log density's graph, e.g. to back-propagate it into the
@@ -339,6 +366,24 @@ class UnconstrainedLogDensity:
             ValueError: the log density does not depend on any latent value, naming the
                 sites: flat priors with no data on them make the posterior improper.
         """
+        chunk = self.particles_per_chunk(args, kwargs)
+        if self.anchor is not None and not retain_graph and self.control_variates_apply:
+            # The anchor rides in the same batch, so it sees the particles' minibatch.
+            log_p, score, valid = self._raw_log_prob_and_score(torch.cat([latent, self.anchor.point.unsqueeze(0)]), args, kwargs)
+            if bool(valid[-1]):
+                return (
+                    log_p[:-1] - log_p[-1] + self.anchor.log_p,
+                    score[:-1] - score[-1] + self.anchor.score,
+                    valid[:-1],
+                )
+        if not retain_graph and len(latent) > chunk:
+            parts = [self.log_prob_and_score(part, args, kwargs) for part in latent.split(chunk)]
+            return tuple(torch.cat(items) for items in zip(*parts))  # type: ignore[return-value]
+        return self._raw_log_prob_and_score(latent, args, kwargs, retain_graph=retain_graph)
+
+    def _raw_log_prob_and_score(
+        self, latent: Tensor, args: tuple, kwargs: dict | None, *, retain_graph: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
         with torch.enable_grad():
             z = latent.detach().requires_grad_(True)
             log_p = self(z, args, kwargs)
@@ -354,6 +399,103 @@ class UnconstrainedLogDensity:
         if score is None:  # no latent enters the log density
             score = torch.zeros_like(z)
         return log_p, score, valid & torch.isfinite(score).all(-1)
+
+    @property
+    def control_variates_apply(self) -> bool:
+        """Whether `set_anchor()` can reduce this density's minibatch noise: one subsampled
+        plate, a batching that evaluates every particle on one minibatch ("plate" or "vmap"),
+        and no model parameters (their gradient would need the full data's too)."""
+        return (
+            len(self._subsampled_plates) == 1
+            and not self.frozen_subsample
+            and self.batching in ("plate", "vmap")
+            and not self.has_model_params
+        )
+
+    def full_log_prob_and_score(self, point: Tensor, args: tuple = (), kwargs: dict | None = None) -> tuple[Tensor, Tensor]:
+        """The log density and its score at one point ``(D,)`` on the full data of the
+        subsampled plate: the plate's rows in consecutive minibatches of its subsample size
+        (the last one shifted back to fit, its rows already counted weighted out), each
+        term unscaled from the minibatch to its rows.  Costs one pass over the data."""
+        kwargs = {} if kwargs is None else kwargs
+        self.setup(args, kwargs)
+        ((plate, (size, batch)),) = self._subsampled_plates.items()
+        total_value = point.new_zeros(())
+        total_score = torch.zeros_like(point)
+        counted = 0
+        for start in range(0, size, batch):
+            first = min(start, size - batch)
+            indices = torch.arange(first, first + batch, device=point.device)
+            weights = (indices >= counted).to(point.dtype)  # rows of an earlier minibatch count once
+            counted = first + batch
+            with torch.enable_grad():
+                z = point.detach().requires_grad_(True)
+                value = self._rows_log_prob(z, plate, indices, weights, size / batch, args, kwargs, start == 0)
+                (grad,) = torch.autograd.grad(value, z, allow_unused=True)
+            total_value = total_value + value.detach()
+            if grad is not None:
+                total_score = total_score + grad
+        return total_value, total_score
+
+    def _rows_log_prob(
+        self, z: Tensor, plate: str, indices: Tensor, weights: Tensor, subsample_scale: float,
+        args: tuple, kwargs: dict, with_rest: bool,
+    ) -> Tensor:
+        """The terms of one minibatch's rows (weighted, unscaled to their rows), plus the
+        terms outside the plate when ``with_rest``."""
+        with pyro.validation_enabled(False):
+            values, log_jacobians = self._constrain(z)
+            model = poutine.condition(self.model, data={plate: indices, **values})
+            with poutine.block(hide_types=["sample"]):
+                trace = poutine.trace(model).get_trace(*args, **kwargs)
+            total = z.new_zeros(())
+            if with_rest:
+                total = total + sum((term.sum() for _, term in log_jacobians), z.new_zeros(()))
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample" or site_is_subsample(site):
+                    continue
+                frames = [frame for frame in site["cond_indep_stack"] if frame.name == plate]
+                if not frames:
+                    if with_rest:
+                        total = total + scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]).sum()
+                    continue
+                term = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]) / subsample_scale
+                shape = [1] * term.dim()
+                shape[frames[0].dim] = len(weights)
+                total = total + (term * weights.reshape(shape)).sum()
+        return total
+
+    def set_anchor(self, point: Tensor, args: tuple = (), kwargs: dict | None = None) -> None:
+        """Anchor a control variate at ``point`` (``(D,)``): from then on
+        `log_prob_and_score()` returns, for a minibatch ``b``,
+
+            log p_b(z) - log p_b(point) + log p(point)
+
+        and its score: still unbiased for the full data's, with a noise that shrinks with
+        ``|z - point|`` instead of growing with the rows per minibatch (Baker, Fearnhead,
+        Fox & Nemeth 2019).  One pass over the data, with `full_log_prob_and_score()`.
+        Does nothing where `control_variates_apply` is false.
+
+        References:
+            J. Baker, P. Fearnhead, E. B. Fox and C. Nemeth. "Control variates for stochastic
+            gradient MCMC." Statistics and Computing 29, 2019.
+        """
+        self.setup(args, {} if kwargs is None else kwargs)
+        if not self.control_variates_apply:
+            return
+        point = point.detach()
+        log_p, score = self.full_log_prob_and_score(point, args, kwargs)
+        self.anchor = Anchor(point, log_p.detach(), score.detach()) if bool(torch.isfinite(score).all()) else None
+
+    def particles_per_chunk(self, args: tuple = (), kwargs: dict | None = None) -> int:
+        """How many rows `log_prob_and_score()` evaluates at once: all of them, unless that
+        would hold more than `CHUNK_TERMS` likelihood terms of one observed site (with their
+        graph) in memory.  A subsampled plate is never split: every part of a batch must see
+        the same minibatch, and its minibatch bounds the memory already."""
+        self.setup(args, {} if kwargs is None else kwargs)
+        if self.largest_observed is None or (self.subsampled and not self.frozen_subsample):
+            return _UNBOUNDED
+        return max(1, CHUNK_TERMS // max(1, self.largest_observed[1]))
 
     def _model(self) -> Callable[..., Any]:
         if self._subsample:

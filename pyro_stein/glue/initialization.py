@@ -38,11 +38,14 @@ def _from_unconstrained(site: dict, fill: Callable[[torch.Size], Tensor]) -> Ten
 
 def _prototype_options(site: dict) -> dict:
     # Follow the dtype and device of the distribution's parameters.
+    # Wrappers (Independent, expanded, masked) hold their parameters in ``base_dist``.
     fn = site["fn"]
-    for attr in ("loc", "probs", "rate", "concentration", "low", "scale", "covariance_matrix"):
-        value = getattr(fn, attr, None)
-        if isinstance(value, Tensor):
-            return {"dtype": value.dtype, "device": value.device}
+    while fn is not None:
+        for attr in ("loc", "probs", "rate", "concentration", "low", "scale", "covariance_matrix"):
+            value = getattr(fn, attr, None)
+            if isinstance(value, Tensor):
+                return {"dtype": value.dtype, "device": value.device}
+        fn = getattr(fn, "base_dist", None)
     return {"dtype": torch.get_default_dtype()}
 
 
