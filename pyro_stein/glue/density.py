@@ -451,7 +451,7 @@ class UnconstrainedLogDensity:
             total = z.new_zeros(())
             if with_rest:
                 total = total + sum((term.sum() for _, term in log_jacobians), z.new_zeros(()))
-            for name, site in trace.nodes.items():
+            for site in trace.nodes.values():
                 if site["type"] != "sample" or site_is_subsample(site):
                     continue
                 frames = [frame for frame in site["cond_indep_stack"] if frame.name == plate]
