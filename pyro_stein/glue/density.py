@@ -21,11 +21,13 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import is_validation_enabled, scale_and_mask, sum_rightmost
 from pyro.infer.autoguide import AutoContinuous
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_site_shape
 from torch import Tensor
 from torch.distributions import biject_to
 
+from ..ops.subsample import random_subset
 from .autoguide import LatentVectorGuide
 from .batching import BATCHING, choose_batching
 from .layout import PARTICLE_PLATE, LatentLayout, check_model_args, feasible_trace, max_plate_nesting
@@ -157,6 +159,22 @@ class Anchor(NamedTuple):
     point: Tensor
     log_p: Tensor
     score: Tensor
+
+
+class _CheapSubsample(Messenger):
+    """Draws each subsampled plate's minibatch with `random_subset` instead of Pyro's
+    ``randperm`` over all rows, so that a step's cost does not grow with the rows.  Reads
+    the plate's size and subsample size at every call; a minibatch already chosen (by
+    ``poutine.condition`` or the user's ``subsample=``) is kept."""
+
+    def _pyro_sample(self, msg: Any) -> None:
+        if msg["value"] is not None or not site_is_subsample(msg):
+            return
+        fn = msg["fn"]
+        if fn.subsample_size is None or fn.subsample_size >= fn.size:
+            return
+        indices = random_subset(int(fn.size), int(fn.subsample_size), device=fn.device)
+        msg["value"] = indices.cuda() if fn.use_cuda else indices
 
 
 class UnconstrainedLogDensity:
@@ -401,12 +419,18 @@ class UnconstrainedLogDensity:
         return log_p, score, valid & torch.isfinite(score).all(-1)
 
     @property
+    def full_data_pass_applies(self) -> bool:
+        """Whether `full_log_prob_and_score()` can evaluate this density on all the rows:
+        exactly one plate is subsampled."""
+        return len(self._subsampled_plates) == 1
+
+    @property
     def control_variates_apply(self) -> bool:
         """Whether `set_anchor()` can reduce this density's minibatch noise: one subsampled
         plate, a batching that evaluates every particle on one minibatch ("plate" or "vmap"),
         and no model parameters (their gradient would need the full data's too)."""
         return (
-            len(self._subsampled_plates) == 1
+            self.full_data_pass_applies
             and not self.frozen_subsample
             and self.batching in ("plate", "vmap")
             and not self.has_model_params
@@ -500,6 +524,8 @@ class UnconstrainedLogDensity:
     def _model(self) -> Callable[..., Any]:
         if self._subsample:
             return poutine.condition(self.model, data=self._subsample)
+        if self._subsampled_plates:
+            return _CheapSubsample()(self.model)
         return self.model
 
     def _constrain(self, latent: Tensor) -> tuple[dict[str, Tensor], list[tuple[str, Tensor]]]:

@@ -44,7 +44,7 @@ from ..glue.density import UnconstrainedLogDensity
 from ..glue.initialization import init_to_median
 from ..ops.caller import warn
 from ..ops.dimensions import HIGH_DIMENSION
-from ..ops.laplace import laplace_approximation, laplace_scale_tril
+from ..ops.laplace import laplace_approximation, laplace_scale_tril, negative_hessian, refine_mode
 from ..ops.nn import mlp
 from ..ops.tails import HEAVY_TAIL_WEIGHT, TailFreeCoordinates, tail_stretch
 
@@ -129,8 +129,10 @@ class AutoNeuralSampler(LatentVectorGuide):
     ``init_loc_fn``'s values; where the log density is not finite there, uniform draws on
     ``(-2, 2)`` in unconstrained space are tried, as Stan does.  With
     ``init_scale="laplace"`` (default) the sampler then starts at the Laplace
-    approximation: L-BFGS to the mode of the unconstrained log density (one fixed
-    minibatch for subsampled models) and the exact Hessian there.  If the mode search
+    approximation: L-BFGS to the mode of the unconstrained log density and the exact
+    Hessian there.  For a subsampled plate the search runs on one fixed minibatch, then
+    quasi-Newton steps on the full data (one pass over its rows each,
+    `pyro_stein.ops.laplace.refine_mode`) move it to the full data's mode.  If the mode search
     fails (a funnel has no mode), it starts at the initial point with scale 0.1.
 
     Args:
@@ -269,8 +271,18 @@ class AutoNeuralSampler(LatentVectorGuide):
             )
             return start, 0.1 * eye
         mode, precision = laplace
+        report: dict[str, object] = {}
+        if density.full_data_pass_applies:
+            # The minibatch's mode is sqrt(rows / subsample) posterior sds off the full
+            # data's (10 on a 100k-row regression with 1000-row minibatches): far enough
+            # that the fit spent its first 400 steps travelling.
+            mode, decrement = refine_mode(
+                lambda z: density.full_log_prob_and_score(z, args, kwargs), mode, precision
+            )
+            precision = negative_hessian(log_density, mode)
+            report["full_data_decrement"] = decrement
         scale_tril, status = laplace_scale_tril(precision, fallback_scale=0.1)
-        self.init_report = {"preconditioner": status, "mode_found": True}
+        self.init_report = {"preconditioner": status, "mode_found": True, **report}
         return mode, scale_tril
 
     def _build_network(self) -> None:

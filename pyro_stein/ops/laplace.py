@@ -15,7 +15,14 @@ from torch import Tensor
 
 from .caller import warn
 
-__all__ = ["BatchedLogDensity", "find_mode", "laplace_approximation", "laplace_scale_tril", "negative_hessian"]
+__all__ = [
+    "BatchedLogDensity",
+    "find_mode",
+    "laplace_approximation",
+    "laplace_scale_tril",
+    "negative_hessian",
+    "refine_mode",
+]
 
 #: ``(N, D) -> (N,)``.
 BatchedLogDensity = Callable[[Tensor], Tensor]
@@ -116,6 +123,66 @@ def laplace_approximation(
         else:
             return None
     return None
+
+
+def refine_mode(
+    value_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]],
+    point: Tensor,
+    precision: Tensor,
+    *,
+    max_steps: int = 10,
+    tolerance: float = 0.05,
+) -> tuple[Tensor, float]:
+    """Move ``point`` to the mode of another log density whose curvature is close to
+    ``precision``: quasi-Newton steps ``z + precision^{-1} grad`` with the fixed
+    ``precision``, each halved until the log density increases.
+
+    For a subsampled model the Laplace approximation is found on one fixed minibatch,
+    whose mode lies about ``sqrt(rows / subsample_size)`` posterior sds from the full
+    data's; its Hessian, though, is close to the full data's, so a few steps on the full
+    data's value and gradient (one pass over the data each) close that gap.
+
+    Args:
+        value_and_grad: ``(D,) -> (value, grad)`` of the log density to maximise.
+        point: ``(D,)`` start, where the log density is finite.
+        precision: ``(D, D)`` positive definite.
+        max_steps: most steps (each costs one evaluation, more when halved).
+        tolerance: stop when the decrement ``sqrt(g^T precision^{-1} g)`` (the distance
+            to the mode in the Laplace sds) is below it.
+
+    Returns:
+        The best point and its last decrement (``inf`` if the gradient was not finite).
+
+    Example:
+        >>> import torch
+        >>> target = torch.tensor([3.0, -1.0])
+        >>> def value_and_grad(z):
+        ...     return -0.5 * ((z - target) ** 2).sum(), target - z
+        >>> point, decrement = refine_mode(value_and_grad, torch.zeros(2), 1.1 * torch.eye(2))
+        >>> torch.allclose(point, target, atol=1e-2), decrement < 0.05
+        (True, True)
+    """
+    chol, info = torch.linalg.cholesky_ex(precision)
+    if info != 0:
+        return point, math.inf
+    value, grad = value_and_grad(point)
+    decrement = math.inf
+    for taken in range(max_steps + 1):
+        if not (torch.isfinite(value) and torch.isfinite(grad).all()):
+            return point, math.inf
+        step = torch.cholesky_solve(grad.unsqueeze(-1), chol).squeeze(-1)
+        decrement = torch.dot(grad, step).clamp_min(0).sqrt().item()
+        if decrement < tolerance or taken == max_steps:
+            break
+        for _ in range(20):
+            new_value, new_grad = value_and_grad(point + step)
+            if torch.isfinite(new_value) and new_value >= value:
+                point, value, grad = point + step, new_value, new_grad
+                break
+            step = step / 2
+        else:
+            break
+    return point, decrement
 
 
 def negative_hessian(log_density: BatchedLogDensity, point: Tensor, *, chunk_size: int = 256) -> Tensor:

@@ -117,3 +117,53 @@ def test_large_batches_are_evaluated_in_parts_with_the_same_result(monkeypatch):
     parts = density.log_prob_and_score(latent, (x, y, None))
     for a, b in zip(whole, parts):
         assert torch.allclose(a.double(), b.double(), rtol=1e-12)
+
+
+def test_a_subsampled_model_starts_at_the_full_data_mode():
+    # With 100-row minibatches of 20000 rows, one minibatch's mode lies about
+    # sqrt(200) = 14 posterior sds from the full data's; the start must close that gap.
+    x, y = _data(20000)
+    pyro.clear_param_store()
+    full = AutoNeuralSampler(regression)
+    full(x, y, None)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    subsampled = AutoNeuralSampler(regression)
+    subsampled(x, y, 100)
+    sd = (full.precond_scale_tril @ full.precond_scale_tril.T).diagonal().sqrt()
+    assert subsampled.init_report["full_data_decrement"] < 0.05
+    assert ((subsampled.precond_loc - full.precond_loc).abs() / sd).max() < 0.05
+
+
+def _virtual_rows(size, subsample_size, subsample=None):
+    # The rows are computed from their indices, so a plate of ten million rows costs what
+    # its minibatch does -- unless the minibatch is drawn by permuting every row.
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", size, subsample_size=subsample_size, subsample=subsample) as rows:
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=(rows % 7).float())
+
+
+def test_minibatches_are_drawn_without_permuting_every_row(monkeypatch):
+    size = 10**7
+    density = UnconstrainedLogDensity(_virtual_rows, LatentLayout(_virtual_rows, size, 100))
+    density.setup((size, 100), {})  # Pyro's own trace of the model permutes them once
+    seen = []
+    original = torch.randperm
+
+    def recording_randperm(n, *args, **kwargs):
+        seen.append(n)
+        return original(n, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "randperm", recording_randperm)
+    torch.manual_seed(0)
+    log_p = density(torch.zeros(3, 1), (size, 100), {})
+    assert torch.isfinite(log_p).all()
+    assert max(seen, default=0) <= 100
+
+
+def test_a_users_own_subsample_is_kept():
+    rows = torch.arange(5)
+    density = UnconstrainedLogDensity(_virtual_rows, LatentLayout(_virtual_rows, 100, 5, rows))
+    log_p = density(torch.zeros(1, 1), (100, 5, rows), {})
+    expected = dist.Normal(0.0, 1.0).log_prob(torch.tensor(0.0)) + dist.Normal(0.0, 1.0).log_prob((rows % 7).float()).sum() * 20
+    assert torch.allclose(log_p[0], expected)
