@@ -13,6 +13,8 @@ warning: [`pyro_stein.glue.batching`][pyro_stein.glue.batching]).
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -236,6 +238,7 @@ class UnconstrainedLogDensity:
         #: A control variate for a subsampled plate's minibatch noise (`set_anchor()`).
         self.anchor: Anchor | None = None
         self._subsampled_plates: dict[str, tuple[int, int]] = {}
+        self._full_data = False
 
     # ------------------------------------------------------------------ set-up
     def setup(self, args: tuple, kwargs: dict) -> None:
@@ -359,6 +362,8 @@ class UnconstrainedLogDensity:
             )
         self.setup(args, kwargs)
         evaluate = {"plate": self._plated, "vmap": self._vmapped, "loop": self._looped}[self.batching]
+        if self._full_data:
+            evaluate = self._full_data_log_prob
         with pyro.validation_enabled(False):
             return evaluate(latent, args, kwargs)
 
@@ -431,6 +436,7 @@ class UnconstrainedLogDensity:
         and no model parameters (their gradient would need the full data's too)."""
         return (
             self.full_data_pass_applies
+            and not self._full_data
             and not self.frozen_subsample
             and self.batching in ("plate", "vmap")
             and not self.has_model_params
@@ -443,23 +449,97 @@ class UnconstrainedLogDensity:
         term unscaled from the minibatch to its rows.  Costs one pass over the data."""
         kwargs = {} if kwargs is None else kwargs
         self.setup(args, kwargs)
-        ((plate, (size, batch)),) = self._subsampled_plates.items()
+        ((plate, (size, _)),) = self._subsampled_plates.items()
         total_value = point.new_zeros(())
         total_score = torch.zeros_like(point)
-        counted = 0
-        for start in range(0, size, batch):
-            first = min(start, size - batch)
-            indices = torch.arange(first, first + batch, device=point.device)
-            weights = (indices >= counted).to(point.dtype)  # rows of an earlier minibatch count once
-            counted = first + batch
+        for indices, weights, scale, first in self._consecutive_minibatches(point):
             with torch.enable_grad():
                 z = point.detach().requires_grad_(True)
-                value = self._rows_log_prob(z, plate, indices, weights, size / batch, args, kwargs, start == 0)
+                value = self._rows_log_prob(z, plate, indices, weights, scale, args, kwargs, first)
                 (grad,) = torch.autograd.grad(value, z, allow_unused=True)
             total_value = total_value + value.detach()
             if grad is not None:
                 total_score = total_score + grad
         return total_value, total_score
+
+    def on_full_data(self) -> UnconstrainedLogDensity:
+        """This density evaluated on every row of its subsampled plate: the same model,
+        layout and batching, each call summing consecutive minibatches as
+        `full_log_prob_and_score()` does, but for a batch of points (memory bounded by
+        `particles_per_chunk()`).  For diagnostics that need the posterior itself, which
+        one minibatch's log density is not.  The density must be set up, with
+        `full_data_pass_applies`."""
+        if self.max_plate_nesting is None or not self.full_data_pass_applies:
+            raise ValueError("on_full_data() needs a set-up density with exactly one subsampled plate")
+        full = copy.copy(self)
+        full._full_data = True
+        full.subsampled = False
+        full.anchor = None
+        full.frozen_subsample = False
+        full._subsample = None
+        return full
+
+    @property
+    def full_data_rows(self) -> int:
+        """Rows of the subsampled plate (``0`` without exactly one)."""
+        return next(iter(self._subsampled_plates.values()))[0] if self.full_data_pass_applies else 0
+
+    def _consecutive_minibatches(self, like: Tensor) -> Iterable[tuple[Tensor, Tensor, float, bool]]:
+        """``(indices, weights, subsample_scale, first)`` of the plate's consecutive
+        minibatches, the last one shifted back to fit with its already counted rows
+        weighted out."""
+        ((_, (size, batch)),) = self._subsampled_plates.items()
+        counted = 0
+        for start in range(0, size, batch):
+            first_row = min(start, size - batch)
+            indices = torch.arange(first_row, first_row + batch, device=like.device)
+            weights = (indices >= counted).to(like.dtype)  # rows of an earlier minibatch count once
+            counted = first_row + batch
+            yield indices, weights, size / batch, start == 0
+
+    def _full_data_log_prob(self, latent: Tensor, args: tuple, kwargs: dict) -> Tensor:
+        ((plate, _),) = self._subsampled_plates.items()
+        total = latent.new_zeros(len(latent))
+        for indices, weights, scale, first in self._consecutive_minibatches(latent):
+            if self.batching == "plate":
+                total = total + self._rows_plated(latent, plate, indices, weights, scale, args, kwargs, first)
+            else:
+                rows = functools.partial(
+                    self._rows_log_prob, plate=plate, indices=indices, weights=weights, subsample_scale=scale,
+                    args=args, kwargs=kwargs, with_rest=first,
+                )
+                values = torch.func.vmap(rows)(latent) if self.batching == "vmap" else torch.stack([rows(z) for z in latent])
+                total = total + values
+        return total
+
+    def _rows_plated(
+        self, latent: Tensor, plate: str, indices: Tensor, weights: Tensor, subsample_scale: float,
+        args: tuple, kwargs: dict, with_rest: bool,
+    ) -> Tensor:
+        """`_rows_log_prob()` for a batch ``(N, D)``, the particles in a plate of their own."""
+        num, dim = latent.shape
+        rank = self.max_plate_nesting + 1
+        values, log_jacobians = self._constrain(latent.reshape((num,) + (1,) * (rank - 1) + (dim,)))
+        model = poutine.condition(self.model, data={plate: indices, **values})
+        with pyro.plate(PARTICLE_PLATE, num, dim=-rank), poutine.block(hide_types=["sample"]):
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
+        total = latent.new_zeros(num)
+        if with_rest:
+            for _, term in log_jacobians:
+                total = total + _sum_per_particle(term, num, rank, latent)
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            term = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
+            frames = [frame for frame in site["cond_indep_stack"] if frame.name == plate]
+            if not frames:
+                if with_rest:
+                    total = total + _sum_per_particle(term, num, rank, latent)
+                continue
+            shape = [1] * term.dim()
+            shape[frames[0].dim] = len(weights)
+            total = total + _sum_per_particle(term / subsample_scale * weights.reshape(shape), num, rank, latent)
+        return total
 
     def _rows_log_prob(
         self, z: Tensor, plate: str, indices: Tensor, weights: Tensor, subsample_scale: float,
@@ -519,7 +599,11 @@ class UnconstrainedLogDensity:
         self.setup(args, {} if kwargs is None else kwargs)
         if self.largest_observed is None or (self.subsampled and not self.frozen_subsample):
             return _UNBOUNDED
-        return max(1, CHUNK_TERMS // max(1, self.largest_observed[1]))
+        terms = self.largest_observed[1]
+        if self._full_data:  # each point's graph holds every minibatch's terms
+            size, batch = next(iter(self._subsampled_plates.values()))
+            terms = terms * size // batch
+        return max(1, CHUNK_TERMS // max(1, terms))
 
     def _model(self) -> Callable[..., Any]:
         if self._subsample:

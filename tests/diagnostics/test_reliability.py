@@ -108,17 +108,35 @@ def test_exact_draws_behind_a_wall_are_still_flagged_for_the_wall():
     assert report["stationarity"].passed is True
 
 
-def test_a_subsampled_model_gets_no_stationarity_or_modes_verdict():
-    x = torch.linspace(-1, 1, 200)
+def _subsampled_line(rows):
+    x = torch.linspace(-1, 1, rows)
 
     def model():
         beta = pyro.sample("beta", dist.Normal(0.0, 10.0))
-        with pyro.plate("data", 200, subsample_size=20) as index:
+        with pyro.plate("data", rows, subsample_size=20) as index:
             pyro.sample("y", dist.Normal(beta * x[index], 1.0), obs=2 * x[index])
 
-    report = pyro_stein.check_reliability(model, {"beta": 2.0 + 0.1 * torch.randn(2000)})
+    precision = 1 / 100 + float((x**2).sum())
+    return model, 2 * float((x**2).sum()) / precision, precision**-0.5
+
+
+@pytest.mark.parametrize("sd_factor,reliable", [(1.0, True), (1.5, False)])
+def test_a_subsampled_model_is_checked_on_its_full_data(sd_factor, reliable):
+    # One minibatch's log density is not the posterior's: a check on it would pass
+    # wrong draws and flag exact ones.  On the full data's, exact draws pass and draws
+    # 1.5 times too wide (as fits with minibatch noise came out) are flagged.
+    model, mean, sd = _subsampled_line(201)
+    torch.manual_seed(0)
+    report = pyro_stein.check_reliability(model, {"beta": mean + sd_factor * sd * torch.randn(2000)})
+    assert report["stationarity"].passed is reliable
+    assert report.reliable is reliable
+
+
+def test_a_subsampled_model_too_large_for_a_full_data_check_gets_no_verdict():
+    model, mean, sd = _subsampled_line(100_000)
+    report = pyro_stein.check_reliability(model, {"beta": mean + sd * torch.randn(2000)})
     assert report.reliable
-    assert report["stationarity"].passed is None and "subsamples" in report["stationarity"].summary
+    assert report["stationarity"].passed is None and "100000 rows" in report["stationarity"].summary
     assert report["modes"].passed is None
 
 
