@@ -7,7 +7,7 @@ threshold it was judged against, and what to do when it fails:
   density.  A draw where it is ``-inf`` lies beyond a hard wall (``pyro.factor(..., -inf)``),
   where the posterior has no mass.
 * ``stationarity``: a posterior-invariant kernel leaves posterior draws where they are.
-  Fifty Metropolis-adjusted Langevin steps, each followed by a Cauchy jump of one
+  Thirty Metropolis-adjusted Langevin steps, each followed by a Cauchy jump of one
   coordinate (random-walk Metropolis), from the draws (in coordinates whitened by the
   draws' own mean and covariance) must not change, in any coordinate or in the log density,
   the fraction of draws outside the draws' central 95% interval (5%) or 99% interval (1%),
@@ -71,7 +71,7 @@ class UnreliableFitWarning(UserWarning):
 #: Draws the checks use (evenly spaced from those given).
 CHECK_DRAWS = 2000
 #: Metropolis-adjusted Langevin steps of the stationarity check.
-MALA_STEPS = 50
+MALA_STEPS = 30
 #: For a subsampled model the stationarity and modes checks run on the full data's log
 #: density (`UnconstrainedLogDensity.on_full_data`): at most this many likelihood rows
 #: times draws per evaluation (2000 draws up to 10k rows), and at least

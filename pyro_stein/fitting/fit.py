@@ -246,12 +246,14 @@ def fit(
       1e-2 until the sampler stops changing, then at 3.2e-3 and at 1e-3 until it stops
       changing again (`CONVERGENCE`; after Welandawe et al. 2022).  The change is measured on
       fixed base draws (common random numbers) pushed through the sampler with its
-      parameters averaged over each window of 50 steps, so it has no Monte Carlo noise of
+      parameters averaged over each window of 40 steps, so it has no Monte Carlo noise of
       its own: the largest mean shift (in sds), log sd ratio or correlation change, against
-      a tolerance of 0.02 at the first rate and 0.01 after (below the Monte Carlo error of
-      4000 draws' means).  ``result.convergence`` says why the run stopped, with the
-      figure; the progress bar shows it.  A run that does not converge moves on to the
-      lower rates at 1/4 and 1/2 of ``num_steps``.
+      a tolerance of 0.05 (over each of the last two windows) at the first rate and 0.03 at
+      the second; at the last rate the run stops once the Monte Carlo standard error of its
+      averaged sampler is at most 0.01 (below that of 4000 draws' means), after at least 4
+      windows, so at least 360 steps.  ``result.convergence`` says why the run stopped,
+      with the figure; the progress bar shows it.  A run that does not converge moves on
+      to the lower rates at 1/4 and 1/2 of ``num_steps``.
     * the returned sampler's parameters are their average over the last stage, during which
       the preconditioner stays fixed.
 

@@ -141,7 +141,7 @@ class ConvergenceRule:
         can_stop: whether the tests may end a stage (``False``: only the budget does).
     """
 
-    window: int = 50
+    window: int = 40
     rates: tuple[float, ...] = (1.0, 10**-0.5, 0.1)
     tolerances: tuple[float, ...] = (0.05, 0.03)
     lags: tuple[int, ...] = (2, 1)
@@ -247,7 +247,7 @@ def advance(rule: ConvergenceRule, state: ConvergenceState, summary: DrawSummary
         ...     step += rule.window
         ...     state = advance(rule, state, same, step, max_steps=2000)
         >>> step, state.stage_ends
-        (450, ((150, 'stationary'), (250, 'stationary')))
+        (360, ((120, 'stationary'), (200, 'stationary')))
     """
     if state.fallback:
         change = summary_change(summary, state.summaries[-1]) if state.summaries else math.nan

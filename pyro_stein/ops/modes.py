@@ -18,6 +18,9 @@ __all__ = ["Ascent", "ascend", "group_modes"]
 #: ``(N, D) -> (log_p (N,), score (N, D), valid (N,))``.
 LogProbAndScore = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
 
+#: Steps between the tests of whether every search has settled.
+_SETTLED_EVERY = 10
+
 
 class Ascent(NamedTuple):
     """The end of `ascend()`.
@@ -40,7 +43,8 @@ def ascend(
 ) -> Ascent:
     """Gradient ascent on the log density from every row of ``start`` at once, each row
     with its own step size (grown by 1.2 after a gain, halved after a loss or a non-finite
-    value), in coordinates assumed whitened.
+    value), in coordinates assumed whitened.  It ends after ``num_steps`` steps, or sooner
+    once every search has settled (see `Ascent`) or is stuck where the density is not finite.
 
     Example:
         >>> import torch
@@ -58,7 +62,16 @@ def ascend(
     log_p = torch.where(valid, log_p, torch.full_like(log_p, -torch.inf))
     step = torch.full_like(log_p, 0.1)
     gain = torch.full_like(log_p, torch.inf)
-    for _ in range(num_steps):
+    dim = z.shape[-1]
+
+    def settled() -> Tensor:
+        return valid & (gain < tolerance) & (score.norm(dim=-1) < 0.1 * dim**0.5)
+
+    for index in range(num_steps):
+        # Every search settled (or stuck where the density is not finite): further steps
+        # would not move any of them.  Asked every few steps, each asking being a host sync.
+        if index % _SETTLED_EVERY == 0 and index > 0 and bool((settled() | ~valid).all()):
+            break
         proposal = z + step.unsqueeze(-1) * torch.where(valid.unsqueeze(-1), score, torch.zeros_like(score))
         new_log_p, new_score, new_valid = log_prob_and_score(proposal)
         better = new_valid & torch.isfinite(new_log_p) & (new_log_p >= log_p)
@@ -68,9 +81,7 @@ def ascend(
         score = torch.where(better.unsqueeze(-1), new_score, score)
         valid = torch.where(better, new_valid, valid)
         step = torch.where(better, 1.2 * step, 0.5 * step).clamp(1e-8, 10.0)
-    dim = z.shape[-1]
-    converged = valid & (gain < tolerance) & (score.norm(dim=-1) < 0.1 * dim**0.5)
-    return Ascent(z, log_p, converged)
+    return Ascent(z, log_p, settled())
 
 
 def group_modes(points: Tensor, log_p: Tensor, converged: Tensor, *, radius: float) -> tuple[Tensor, Tensor]:

@@ -56,7 +56,7 @@ def test_the_first_stage_ends_when_two_windows_back_are_within_tolerance():
     # Jitter of 0.02 sd each way: both lags stay below 0.05, so the stage ends at its third window.
     jitter = [summary(mean=(0.02 * (-1) ** k, 0.0)) for k in range(10)]
     state, _ = run(rule, jitter[:3])
-    assert state.stage_ends == ((150, "stationary"),)
+    assert state.stage_ends == ((3 * rule.window, "stationary"),)
     # A steady drift of 0.03 sd a window passes one lag but not two (0.06).
     drift = [summary(mean=(0.03 * k, 0.0)) for k in range(6)]
     state, _ = run(rule, drift)
@@ -65,14 +65,16 @@ def test_the_first_stage_ends_when_two_windows_back_are_within_tolerance():
 
 def test_a_stage_not_ended_by_its_share_of_the_budget_falls_back_to_the_fixed_schedule():
     rule = ConvergenceRule()
-    moving = [summary(mean=(0.5 * k, 0.0)) for k in range(40)]
+    moving = [summary(mean=(0.5 * k, 0.0)) for k in range(2000 // rule.window)]
     state, step = run(rule, moving)
-    assert state.fallback and state.stage == 0 and state.stage_ends == ((500, "fallback"),)
+    # The first window to end at or after 1/4 of the budget.
+    assert state.fallback and state.stage == 0 and state.stage_ends == ((-(-500 // rule.window) * rule.window, "fallback"),)
     assert state.stopped is None and step == 2000 and state.change == pytest.approx(0.5)
     # Stationary in time for the first stage, not for the second.
     settling = [summary()] * 3 + moving
     state, _ = run(rule, settling)
-    assert state.stage_ends == ((150, "stationary"), (1000, "fallback")) and state.stage == 1
+    assert state.stage_ends[0] == (3 * rule.window, "stationary") and state.stage == 1
+    assert state.stage_ends[1][1] == "fallback" and 1000 <= state.stage_ends[1][0] < 1000 + rule.window
 
 
 def test_the_last_stage_stops_on_the_standard_error_of_its_average():
