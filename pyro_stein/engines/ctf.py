@@ -151,7 +151,7 @@ class CTFDistillation(ParticleEngine):
         >>> def model():
         ...     pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
         >>> guide = AutoNeuralSampler(model)
-        >>> engine = CTFDistillation(num_steps=5, num_particles=128)
+        >>> engine = CTFDistillation(num_steps=3, num_particles=128)
         >>> svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=engine)
         >>> for step in range(20):
         ...     distance = svi.step()
@@ -167,7 +167,7 @@ class CTFDistillation(ParticleEngine):
 
     def __init__(
         self,
-        num_steps: int = 5,
+        num_steps: int = 3,
         step_size: float | None = None,
         num_particles: int = 512,
         *,

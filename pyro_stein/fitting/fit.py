@@ -239,7 +239,7 @@ def fit(
       the RBF kernel with 3x the median-heuristic bandwidth in whitened coordinates, leave-one-out
       Stein direction, preconditioner re-centred every 50 steps.
     * engine ``"ctf"``: [`CTFDistillation`][pyro_stein.CTFDistillation] with 512 particles per step,
-      5 Metropolis-adjusted Langevin steps per training step (step size adapted to an
+      3 Metropolis-adjusted Langevin steps per training step (step size adapted to an
       acceptance rate of 0.9), sliced-Wasserstein distillation, same preconditioning.
     * guide: [`AutoNeuralSampler`][pyro_stein.AutoNeuralSampler] started at the Laplace approximation.
     * a budget of its own, at most ``num_steps=2000``: Adam (betas 0.9, 0.9) at learning rate
