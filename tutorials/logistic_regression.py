@@ -175,11 +175,11 @@ for label, idata in list(fits.items())[1:]:
           f"{comparison.worst_correlation_error:9.3f}{idata.sample_stats.attrs['ksd']:8.3f}")
 
 # %% [markdown]
-# In the full run below, Amortized SVGD's means are within 0.057 posterior sd of NUTS's and
-# its sds within [0.90, 1.02] of them (slightly narrow on average, by about 3%), with every
-# strong correlation within 0.002; `AutoMultivariateNormal` is within 0.089 sd, its sds
-# within [0.85, 1.08]. `ksd` ranks them the same way without looking at NUTS: 0.020 and
-# 0.139 (NUTS's own draws: 0.008).
+# In the full run below, Amortized SVGD's means are within 0.061 posterior sd of NUTS's and
+# its sds within [0.89, 1.02] of them (slightly narrow on average), with every strong
+# correlation within 0.001; `AutoMultivariateNormal` is within 0.093 sd, its sds within
+# [0.85, 1.05]. `ksd` ranks them the same way without looking at NUTS: 0.023 and 0.134
+# (NUTS's own draws: 0.008).
 #
 # ## Held-out tumours
 #
@@ -212,7 +212,7 @@ for label, idata in held_out.items():
 #
 # For prediction the three posteriors are interchangeable here: in the full run all three
 # classify 96.4% of the held-out tumours correctly, with log predictive densities of
-# -0.085 to -0.083 per tumour and Brier scores of 0.024-0.025. A posterior that is a few
+# -0.085 to -0.082 per tumour and Brier scores of 0.024-0.025. A posterior that is a few
 # percent too narrow or too wide in some directions barely moves predictive probabilities
 # that sit near 0 or 1 for most tumours. Where the posterior itself is the product (which
 # coefficients matter, and how sure we are) the differences above are what count.

@@ -165,20 +165,22 @@ for (name, label), z in draws.items():
 #   own draws, has no reason to do so once it sits in one mode.
 # * **CTF distillation** from the same start: its Langevin flow follows the target's
 #   gradient wherever the draws are, so on the mixture some of them leak across to the
-#   other mode (0.25 of the mass, against 0.70); on the ring, whose modes are further
-#   apart along the flow's paths, none do (0.001). (The even split of the ring in
+#   other mode (0.066 of the mass, against 0.70; 0.30 with the 5 flow steps per training
+#   step of earlier versions, which let the flow travel further); on the ring, whose modes
+#   are further apart along the flow's paths, none do (0.000). (The even split of the ring in
 #   docs/ctf.md came from a start between the modes: that benchmark's model has a flat
 #   `ImproperUniform` prior, its mode search fails at the origin, and the sampler starts
 #   there; here the Laplace start lands on the left mode, at (-2.0, 0.06).)
 # * **CTF from a wide start** (a Gaussian of scale 3 around the origin, covering both
-#   modes) splits the ring 0.47 / 0.53, at the price of twice the target's mass in the gap
-#   (0.106 against 0.050); on the mixture it ends at 0.30 where the target has 0.70: the
+#   modes) splits the ring 0.49 / 0.51, at the price of about twice the target's mass in
+#   the gap (0.096 against 0.050); on the mixture it ends at 0.32 where the target has 0.70: the
 #   flow moves mass within each mode, but the weights of the modes are set by where the
 #   draws started and which side they fell to, not by the target.
 #
 # And **`ksd` does not see any of this**: the Amortized SVGD sampler that misses 70% of the
-# mixture scores 0.023, as good as a correct fit, while the wide-start CTF sampler, the
-# closest to the ring's weights, scores worst (0.200, for its mass in the gap). The Stein
+# mixture scores 0.007, as good as a correct fit; on the ring the wide-start CTF sampler,
+# the only one with both modes, scores 0.107 against 0.139 for the one-mode fits, a
+# difference that says nothing about the missing mode. The Stein
 # discrepancy is computed from the target's score at the draws, and the score of a
 # well-separated mixture near one mode does not depend on the other mode or on the
 # weights (Wenliang & Kanagawa, 2020, "Blindness of score-based methods to isolated
