@@ -46,6 +46,7 @@ from ..guides.protocols import LatentSampler, ParticleSampler
 from ..ops.caller import warn
 from ..ops.convergence import ConvergenceRule
 from ..ops.digest import describe
+from .allocator import retain_freed_memory
 from .averaging import TailAverage
 from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkpoint
 from .convergence import ConvergenceMonitor
@@ -374,13 +375,16 @@ def fit(
         converging=converging, average_last=average_last,
     )
     start = time.perf_counter()
-    result, fitted = train(model, guide, optim, path)
-    refit_note = ""
-    if noncentre and guide_is_default and isinstance(engine, Engine) and _stationarity_failed(result):
-        sites = centred_hierarchical_sites(model, args, kwargs)
-        if sites:
-            fresh_optim = functools.partial(_default_optim, num_steps, converging) if optim_is_default else None
-            result, fitted, refit_note = _refit_noncentred(model, sites, result, fitted, train, fresh_optim, path, progress)
+    # Every step frees and allocates the same large temporaries: keep them in the process
+    # (glibc), returning what is free at the end (`retain_freed_memory`).
+    with retain_freed_memory():
+        result, fitted = train(model, guide, optim, path)
+        refit_note = ""
+        if noncentre and guide_is_default and isinstance(engine, Engine) and _stationarity_failed(result):
+            sites = centred_hierarchical_sites(model, args, kwargs)
+            if sites:
+                fresh_optim = functools.partial(_default_optim, num_steps, converging) if optim_is_default else None
+                result, fitted, refit_note = _refit_noncentred(model, sites, result, fitted, train, fresh_optim, path, progress)
     store = pyro.get_param_store()
     _keep_fitted_params(result, fitted, store)
     result.seconds = time.perf_counter() - start
