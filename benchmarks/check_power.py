@@ -22,24 +22,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyro
-import pyro.distributions as dist
 import torch
 
 import pyro_stein
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import REFERENCE, data  # noqa: E402
+from main_job import REFERENCE, data, pyro_model  # noqa: E402
 
 reliability = importlib.import_module("pyro_stein.diagnostics.reliability")
-
-
-def model(x, y=None):
-    alpha = pyro.sample("alpha", dist.Normal(150.0, 100.0))
-    beta = pyro.sample("beta", dist.Normal(0.0, 100.0).expand([x.shape[1]]).to_event(1))
-    sigma = pyro.sample("sigma", dist.HalfNormal(100.0))
-    with pyro.plate("data", x.shape[0]):
-        pyro.sample("y", dist.Normal(alpha + x @ beta, sigma), obs=y)
 
 
 def main() -> None:
@@ -51,6 +41,7 @@ def main() -> None:
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     variants = [tuple(int(v) for v in variant.split(",")) for variant in options.variants]
+    model = pyro_model()
     x, y = (torch.from_numpy(a) for a in data())
     reference = torch.tensor(np.load(REFERENCE)["draws"], dtype=torch.float32)
     unconstrained = torch.cat([reference[:, :-1], reference[:, -1:].log()], 1)

@@ -78,12 +78,10 @@ def run_numpyro(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, fl
     return draws, seconds
 
 
-def run_pyro_stein(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, float, object, float]:
+def pyro_model():
+    """The tutorial's model in Pyro (imported here, so that NumPyro's process never loads Pyro)."""
     import pyro
     import pyro.distributions as dist
-    import torch
-
-    import pyro_stein
 
     def model(x, y=None):
         alpha = pyro.sample("alpha", dist.Normal(150.0, 100.0))
@@ -92,6 +90,16 @@ def run_pyro_stein(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray,
         with pyro.plate("data", x.shape[0]):
             pyro.sample("y", dist.Normal(alpha + x @ beta, sigma), obs=y)
 
+    return model
+
+
+def run_pyro_stein(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, float, object, float]:
+    import pyro
+    import torch
+
+    import pyro_stein
+
+    model = pyro_model()
     # A process's first torch.optim optimizer imports torch._dynamo (about 1.2 s here): an
     # import, so it is done here, untimed like the others (and like JAX's for NumPyro), and
     # reported as its own column.
