@@ -73,8 +73,9 @@ def test_a_stage_not_ended_by_its_share_of_the_budget_falls_back_to_the_fixed_sc
     # Stationary in time for the first stage, not for the second.
     settling = [summary()] * 3 + moving
     state, _ = run(rule, settling)
-    assert state.stage_ends[0] == (3 * rule.window, "stationary") and state.stage == 1
-    assert state.stage_ends[1][1] == "fallback" and 1000 <= state.stage_ends[1][0] < 1000 + rule.window
+    # The second stage's share ends at 1/2 of the budget: the first window to end at or after it.
+    second_end = -(-1000 // rule.window) * rule.window
+    assert state.stage_ends == ((3 * rule.window, "stationary"), (second_end, "fallback")) and state.stage == 1
 
 
 def test_the_last_stage_stops_on_the_standard_error_of_its_average():
