@@ -35,6 +35,9 @@ PYRO_INTERNALS = {
     "nodes",
 }
 
+#: Reads of those names that are not Pyro's: ``ops.compiled`` walks a ``torch.fx`` graph's nodes.
+NOT_PYRO = {"ops/compiled.py": {"nodes"}}
+
 
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -97,7 +100,7 @@ def test_only_the_glue_layer_reads_pyro_internals():
         relative = path.relative_to(PACKAGE)
         if relative.parts[0] == "glue":
             continue
-        used = _attribute_reads(path) & PYRO_INTERNALS
+        used = _attribute_reads(path) & PYRO_INTERNALS - NOT_PYRO.get(str(relative), set())
         if used:
             offenders[str(relative)] = sorted(used)
     assert offenders == {}

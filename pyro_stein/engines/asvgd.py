@@ -94,6 +94,9 @@ class AmortizedSVGD(ParticleEngine):
             0.79 to 1.11 in 200 steps.  The monitored discrepancy stays the radial kernel's.
         control_variates: minibatch noise reduction on a subsampled plate, as in
             [`ParticleEngine`][pyro_stein.engines.base.ParticleEngine].
+        compile_density: compile the model's batched log density, as in
+            [`ParticleEngine`][pyro_stein.engines.base.ParticleEngine] (default: where it
+            is costly enough to repay the seconds of compiling).
         unstretch_tails: where the guide has learned heavy tails (a tail weight of at least
             `pyro_stein.ops.tails.HEAVY_TAIL_WEIGHT`), compute the kernel and the direction
             in whitened coordinates with the guide's tail stretch undone
@@ -137,6 +140,7 @@ class AmortizedSVGD(ParticleEngine):
         moment_kernel: bool | None = None,
         unstretch_tails: bool = True,
         control_variates: bool = True,
+        compile_density: bool | None = None,
     ) -> None:
         if moment_kernel is not None and not isinstance(moment_kernel, bool):
             raise TypeError(f"moment_kernel must be True, False or None (automatic), got {moment_kernel!r}")
@@ -149,6 +153,7 @@ class AmortizedSVGD(ParticleEngine):
             batching=batching,
             unstretch_tails=unstretch_tails,
             control_variates=control_variates,
+            compile_density=compile_density,
         )
         self.kernel = kernel if kernel is not None else RBFKernel(bandwidth_factor=DEFAULT_BANDWIDTH_FACTOR)
         self.leave_one_out = leave_one_out

@@ -146,6 +146,14 @@ class ParticleEngine(ELBO):
             the anchor is the particles' mean at steps 0, 50, 100, 200, 400, ..., one pass
             over the data each time.  A 100k-row regression subsampled to 1000 rows a step
             was off by 0.53 posterior sds in its means without them.
+        compile_density: compile the model's batched log density
+            ([`compile_for()`][pyro_stein.glue.density.UnconstrainedLogDensity.compile_for]):
+            ``None`` (default) where a batch's operations produce at least
+            `pyro_stein.glue.density.COMPILE_ELEMENTS` tensor elements, ``True`` always,
+            ``False`` never.  A model written with broadcasting, ``(x * beta).sum(-1)``,
+            stores a ``(particles, rows, features)`` product in eager PyTorch; compiled, it
+            does not: the breast-cancer logistic regression's density and score went from
+            41 to 2.4 ms a step (512 particles), after 5-20 s of compiling.
     """
 
     #: The engine's name in messages.
@@ -167,6 +175,7 @@ class ParticleEngine(ELBO):
         batching: str = "auto",
         unstretch_tails: bool = True,
         control_variates: bool = True,
+        compile_density: bool | None = None,
     ) -> None:
         if not isinstance(num_particles, int) or num_particles < 2:
             raise ValueError(
@@ -201,6 +210,9 @@ class ParticleEngine(ELBO):
         if not isinstance(control_variates, bool):
             raise TypeError(f"control_variates must be True or False, got {control_variates!r}")
         self.control_variates = control_variates
+        if not (compile_density is None or isinstance(compile_density, bool)):
+            raise TypeError(f"compile_density must be True, False or None (automatic), got {compile_density!r}")
+        self.compile_density = compile_density
         # Keyed by the guide, weakly: a run ends with its guide, and a new guide that
         # happens to get a dead one's id() starts afresh.
         self._runs: weakref.WeakKeyDictionary[Any, ParticleRun] = weakref.WeakKeyDictionary()
@@ -230,6 +242,7 @@ class ParticleEngine(ELBO):
         density = UnconstrainedLogDensity(model, guide, batching=batching)
         density.setup(args, kwargs)
         self._warn_large_batch(density)
+        density.compile_for(self.num_particles, args, kwargs, policy=self.compile_density)
         run = self.run_type(model=model, density=density)
         self._resolve(run, guide)
         self._runs[guide] = run

@@ -126,6 +126,9 @@ class CTFDistillation(ParticleEngine):
         batching: as in [`AmortizedSVGD`][pyro_stein.AmortizedSVGD].
         control_variates: minibatch noise reduction on a subsampled plate, as in
             [`ParticleEngine`][pyro_stein.engines.base.ParticleEngine].
+        compile_density: compile the model's batched log density, as in
+            [`ParticleEngine`][pyro_stein.engines.base.ParticleEngine] (default: where it
+            is costly enough to repay the seconds of compiling).
         unstretch_tails: run the flow and the matching in whitened coordinates with the
             guide's tail stretch undone
             ([`TailFreeCoordinates`][pyro_stein.ops.tails.TailFreeCoordinates]), on the
@@ -181,6 +184,7 @@ class CTFDistillation(ParticleEngine):
         batching: str = "auto",
         unstretch_tails: bool = True,
         control_variates: bool = True,
+        compile_density: bool | None = None,
     ) -> None:
         super().__init__(
             num_particles,
@@ -189,6 +193,7 @@ class CTFDistillation(ParticleEngine):
             batching=batching,
             unstretch_tails=unstretch_tails,
             control_variates=control_variates,
+            compile_density=compile_density,
         )
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps (flow steps per training step) must be an integer >= 1, got {num_steps!r}")

@@ -149,3 +149,25 @@ def test_a_step_over_many_rows_of_an_unsubsampled_plate_warns_how_to_subsample()
         warnings.simplefilter("error", RuntimeWarning)
         AmortizedSVGD().start_run(_rows_model, AutoNeuralSampler(_rows_model), x, y, subsample_size=500)
         AmortizedSVGD(num_particles=64).start_run(_rows_model, AutoNeuralSampler(_rows_model), x, y)
+
+
+@pytest.mark.parametrize("engine_type", ["AmortizedSVGD", "CTFDistillation"])
+def test_engine_steps_on_the_compiled_density_when_asked(engine_type):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=generator)
+    y = (torch.rand(40, generator=generator) < 0.5).float()
+
+    def model(x, y):
+        beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        with pyro.plate("data", 40):
+            pyro.sample("y", dist.Bernoulli(logits=(x * beta).sum(-1)), obs=y)
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = pyro_stein.AutoNeuralSampler(model)
+    engine = {"AmortizedSVGD": AmortizedSVGD, "CTFDistillation": CTFDistillation}[engine_type](num_particles=32, compile_density=True)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=engine)
+    losses = [svi.step(x, y) for _ in range(3)]
+    compiled = engine.run_of(guide).density.compiled
+    assert compiled is not None and compiled.compiled[torch.Size([32, 3])] is not None
+    assert torch.isfinite(torch.tensor(losses)).all()
