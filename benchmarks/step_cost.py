@@ -15,9 +15,14 @@ For each model, in one process and with the same number of particles:
   hand-written one, so what separates the engine from its floor splits into the model's
   share and the engine's.
 
-Ratios are engine / floor.  Run::
+Ratios are engine / floor.  ``--compile-density on|off`` overrides the engine's automatic
+choice of compiling the model's density (``AmortizedSVGD(compile_density=...)``).
+``--whole-fit`` instead times default ``pyro_stein.fit(model, *args)`` calls on each model,
+with the density's compile decision left automatic and with it off, in the same process
+(the compile's seconds included).  Run::
 
     python benchmarks/step_cost.py --particles 512 --steps 40
+    python benchmarks/step_cost.py --whole-fit --models diabetes,breast_cancer
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pyro.infer import SVGD, SVI, RBFSteinKernel
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from torch import nn
 
+import pyro_stein
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler
 from pyro_stein.ops.kernels import RBFKernel
 from pyro_stein.ops.stein import kernel_gram, stein_direction
@@ -177,14 +183,15 @@ def time_per_step(step: Callable[[], None], steps: int, warmup: int = 20) -> flo
     return 1e3 * statistics.median(samples)
 
 
-def bench(spec, num_particles: int, steps: int) -> list[tuple[str, float, float | None]]:
+def bench(spec, num_particles: int, steps: int, compile_density: bool | None = None) -> list[tuple[str, float, float | None]]:
     name, model, args, log_density, dim = spec
     rows: list[tuple[str, float, float | None]] = []
 
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = AutoNeuralSampler(model)
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=AmortizedSVGD(num_particles=num_particles))
+    engine = AmortizedSVGD(num_particles=num_particles, compile_density=compile_density)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=engine)
     svi.step(*args)
     assert guide.latent_dim == dim
     ours = time_per_step(lambda: svi.step(*args), steps)
@@ -224,7 +231,9 @@ def bench(spec, num_particles: int, steps: int) -> list[tuple[str, float, float 
     adam2 = torch.optim.Adam([particles], lr=1e-3)
     svgd_floor = time_per_step(lambda: svgd_floor_step(particles, adam2, log_density, kernel), steps)
 
-    rows.append((f"pyro_stein AmortizedSVGD (batching={batching})", ours, ours / floor))
+    compiled = density.compiled is not None and any(f is not None for f in density.compiled.compiled.values())
+    how = f"batching={batching}{', compiled' if compiled else ''}"
+    rows.append((f"pyro_stein AmortizedSVGD ({how})", ours, ours / floor))
     rows.append(("  hand-written ASVGD step (floor)", floor, None))
     if theirs is None:
         rows.append((f"pyro.infer.SVGD (fails: {svgd_error})", math.nan, None))
@@ -232,8 +241,22 @@ def bench(spec, num_particles: int, steps: int) -> list[tuple[str, float, float 
         rows.append(("pyro.infer.SVGD", theirs, theirs / svgd_floor))
     rows.append(("  hand-written SVGD step (floor)", svgd_floor, None))
     rows.append(("log p + grad at N particles", bare_ms, None))
-    rows.append((f"the model's log p + grad at N particles (batching={batching})", model_ms, model_ms / bare_ms))
+    rows.append((f"the model's log p + grad at N particles ({how})", model_ms, model_ms / bare_ms))
     return [(name, *row) for row in rows]
+
+
+def whole_fits(spec) -> list[tuple[str, str, float, int, bool]]:
+    """Default fits of the model with the density's compile decision automatic, then off."""
+    name, model, args, _, _ = spec
+    rows = []
+    for label, policy in (("automatic", None), ("off", False)):
+        started = time.perf_counter()
+        result = pyro_stein.fit(model, *args, engine=AmortizedSVGD(compile_density=policy), seed=0, progress=False)
+        seconds = time.perf_counter() - started
+        density = result.engine.run_of(result.guide).density
+        compiled = density.compiled is not None and any(f is not None for f in density.compiled.compiled.values())
+        rows.append((name, f"{label} ({'compiled' if compiled else 'eager'})", seconds, result.num_steps, result.reliable))
+    return rows
 
 
 def main() -> None:
@@ -241,6 +264,8 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=256)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--models", default="diabetes,breast_cancer,synthetic_large,synthetic_large_broadcast")
+    parser.add_argument("--compile-density", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--whole-fit", action="store_true", help="time default fit() calls instead")
     opts = parser.parse_args()
     specs = {
         "diabetes": diabetes,
@@ -248,11 +273,19 @@ def main() -> None:
         "synthetic_large": synthetic_large,
         "synthetic_large_broadcast": synthetic_large_broadcast,
     }
+    if opts.whole_fit:
+        print(f"torch {torch.__version__}, pyro {pyro.__version__}, {torch.get_num_threads()} threads\n")
+        print("| model | compile_density | fit s | steps | reliable |\n|---|---|---:|---:|---|")
+        for key in opts.models.split(","):
+            for model_name, label, seconds, steps, reliable in whole_fits(specs[key]()):
+                print(f"| {model_name} | {label} | {seconds:.1f} | {steps} | {reliable} |", flush=True)
+        return
+    compile_density = {"auto": None, "on": True, "off": False}[opts.compile_density]
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, {torch.get_num_threads()} threads, "
-          f"N={opts.particles} particles, {opts.steps} timed steps\n")
+          f"N={opts.particles} particles, {opts.steps} timed steps, compile_density={opts.compile_density}\n")
     print("| model | method | ms/step | ratio to its floor |\n|---|---|---:|---:|")
     for key in opts.models.split(","):
-        for model_name, method, ms, ratio in bench(specs[key](), opts.particles, opts.steps):
+        for model_name, method, ms, ratio in bench(specs[key](), opts.particles, opts.steps, compile_density):
             ratio_s = "" if ratio is None else f"{ratio:.2f}x"
             print(f"| {model_name} | {method} | {ms:.2f} | {ratio_s} |", flush=True)
 

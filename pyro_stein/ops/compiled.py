@@ -36,8 +36,8 @@ def _capture(function: Callable[[Tensor], Tensor], example: Tensor) -> torch.fx.
 
 
 def graph_elements(function: Callable[[Tensor], Tensor], example: Tensor) -> int:
-    """Tensor elements produced by the operations of ``function`` at ``example``: the
-    forward pass's memory traffic, which its backward roughly doubles.
+    """Tensor elements produced by the operations of ``function`` at ``example``, views
+    excepted: the forward pass's memory traffic, which its backward roughly doubles.
 
     Example:
         >>> import torch
@@ -48,7 +48,8 @@ def graph_elements(function: Callable[[Tensor], Tensor], example: Tensor) -> int
     total = 0
     for node in graph.graph.nodes:
         value = node.meta.get("val")
-        if node.op == "call_function" and isinstance(value, Tensor):
+        # A view (expand, reshape, ...) moves no data, however large its shape.
+        if node.op == "call_function" and isinstance(value, Tensor) and not getattr(node.target, "is_view", False):
             total += value.numel()
     return total
 
