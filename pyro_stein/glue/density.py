@@ -47,11 +47,14 @@ _UNBOUNDED = 2**62
 
 #: `UnconstrainedLogDensity.compile_for` with ``policy=None`` compiles the density when one
 #: batch of particles makes its operations produce at least this many tensor elements
-#: (`graph_elements`).  Compiling costs 5-20 s; at 1e7 elements the eager density and
-#: score take about 40 ms (breast-cancer logistic regression, 512 particles: 1.1e7
-#: elements, 41 ms eager, 2.4 ms compiled), so a few hundred steps repay it.  The diabetes
-#: regression (6.2e6 elements, 6.6 ms eager) would not: its whole fit takes about 5 s.
-COMPILE_ELEMENTS = 10**7
+#: (`graph_elements`, views excepted).  Compiling costs 5-20 s, so it should pay back within
+#: a few hundred steps.  At 512 particles: the breast-cancer logistic regression written with
+#: broadcasting makes 1.0e7 (41 ms eager for the density and score, 2.4 ms compiled: compiled);
+#: a 2000-D diagonal Gaussian 1.0e7 (compiled; about break-even over 400 steps); the
+#: posteriordb Gaussian mixture 7.7e6 in float64 (not compiled: about 10 s of steps, so
+#: break-even at best); the diabetes regression 4.8e6 (6.6 ms eager, 1.3 ms compiled: not
+#: compiled, since its whole fit takes about 5 s).
+COMPILE_ELEMENTS = 9 * 10**6
 
 
 def _same_arguments(leaves: list[Any], other: list[Any]) -> bool:
