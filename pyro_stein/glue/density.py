@@ -47,13 +47,14 @@ _UNBOUNDED = 2**62
 
 #: `UnconstrainedLogDensity.compile_for` with ``policy=None`` compiles the density when one
 #: batch of particles makes its operations produce at least this many tensor elements
-#: (`graph_elements`, views excepted).  Compiling costs 5-20 s, so it should pay back within
-#: a few hundred steps.  At 512 particles: the breast-cancer logistic regression written with
-#: broadcasting makes 1.0e7 (41 ms eager for the density and score, 2.4 ms compiled: compiled);
-#: a 2000-D diagonal Gaussian 1.0e7 (compiled; about break-even over 400 steps); the
-#: posteriordb Gaussian mixture 7.7e6 in float64 (not compiled: about 10 s of steps, so
-#: break-even at best); the diabetes regression 4.8e6 (6.6 ms eager, 1.3 ms compiled: not
-#: compiled, since its whole fit takes about 5 s).
+#: (`graph_elements`, views excepted).  Compiling costs seconds, so it should pay back within
+#: a few hundred steps.  At 512 particles (``benchmarks/step_cost.py``, docs/benchmarks.md):
+#: the breast-cancer logistic regression written with broadcasting makes 1.0e7 (density and
+#: score 41.4 ms eager, 3.4 ms compiled; a default fit 34.3 s eager, 18.6 s compiled with a
+#: warm compiler cache, 27.4 s with an empty one: compiled); a 2000-D diagonal Gaussian 1.0e7
+#: (compiled); the posteriordb Gaussian mixture 7.7e6 in float64 (not compiled: about 10 s
+#: of steps, break-even at best); the diabetes regression 4.8e6 (9.7 ms eager, 2.0 ms
+#: compiled: not compiled, since its whole fit takes about 6 s).
 COMPILE_ELEMENTS = 9 * 10**6
 
 

@@ -5,14 +5,16 @@ at once builds a ``(512, rows, features)`` product and its backward: in eager Py
 operation reads and writes its whole operand, so the density's cost is memory traffic.
 Compiled, the product and its sum become one loop that never stores the product.  On the
 breast-cancer logistic regression (``(512, 569, 30)``, one thread) the log density and its
-score took 41 ms eager and 2.4 ms compiled; on the diabetes regression 6.6 and 1.3 ms.
+score took 41.4 ms eager and 3.4 ms compiled; on the diabetes regression 9.7 and 2.0 ms
+(``benchmarks/step_cost.py``, docs/benchmarks.md).
 
 `CompiledFunction` captures ``f`` once per input shape with
 ``torch.fx.experimental.proxy_tensor.make_fx`` (so only tensor operations remain: any
 Python around them, such as Pyro's tracing, runs once at capture), compiles that graph with
 ``torch.compile``, and checks the compiled function against ``f`` at a second input before
-using it.  Compiling takes seconds (5-6 s on this project's 2-core machine with a warm
-compiler cache, 15-20 s cold), so it pays only where the eager evaluation is slow;
+using it.  Compiling takes seconds (on this project's 2-core machine a default fit of that
+logistic regression took 8.8 s longer with an empty compiler cache than with a warm one), so
+it pays only where the eager evaluation is slow;
 `graph_elements()` measures that, as the number of tensor elements the captured graph's
 operations produce.
 """

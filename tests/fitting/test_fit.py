@@ -162,3 +162,30 @@ def test_draws_go_to_arviz():
     # The summary describes the sampler's own draws.
     draws = result.sample(20000)
     assert abs(summary.loc["mu", "mean"] - draws["mu"].mean().item()) < 4 * draws["mu"].std().item() / 500**0.5
+
+
+def test_a_run_on_a_compiled_density_resumes_exactly(tmp_path, monkeypatch):
+    # The compile decision is the run's own (the model's shapes), so a resumed run compiles
+    # the same graph and continues bit for bit.
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=generator)
+    y = (torch.rand(40, generator=generator) < 0.5).float()
+
+    def logistic(x, y):
+        beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        with pyro.plate("data", 40):
+            pyro.sample("y", dist.Bernoulli(logits=(x * beta).sum(-1)), obs=y)
+
+    def run(**options):
+        engine = AmortizedSVGD(num_particles=64, compile_density=True)
+        return pyro_stein.fit(logistic, x, y, engine=engine, num_steps=40, seed=0, progress=False, **options)
+
+    straight = run()
+    assert straight.engine.run_of(straight.guide).density.compiled.compiled[torch.Size([64, 3])] is not None
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as patch:
+        press_ctrl_c_at_step(patch, 21)
+        with pytest.warns(RuntimeWarning, match="interrupted after 21 of 40 steps"):
+            run(checkpoint=path)
+    torch.manual_seed(99)
+    assert_same_run(straight, run(checkpoint=path))
