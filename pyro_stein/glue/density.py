@@ -76,8 +76,22 @@ def _same_arguments(leaves: list[Any], other: list[Any]) -> bool:
 
 
 def _argument_leaves(args: tuple, kwargs: dict) -> list[Any]:
-    leaves, _ = torch.utils._pytree.tree_flatten((args, kwargs))
-    return [(leaf, leaf._version if isinstance(leaf, Tensor) else None) for leaf in leaves]
+    """The model's arguments as ``(object, version)`` pairs, tuples, lists and dicts opened."""
+    leaves: list[Any] = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, (tuple, list)):
+            for item in value:
+                visit(item)
+        elif isinstance(value, dict):
+            for key in sorted(value, key=repr):
+                leaves.append((key, None))
+                visit(value[key])
+        else:
+            leaves.append((value, value._version if isinstance(value, Tensor) else None))
+
+    visit((args, kwargs))
+    return leaves
 
 
 class GuideModelMismatch(ValueError):
