@@ -164,9 +164,9 @@ class CTFDistillation(ParticleEngine):
 
     name = "CTFDistillation"
     # Measured as for AmortizedSVGD: the flow's batch comes out too narrow, less so with more
-    # particles (sd ratios 0.91-0.95 at 32, 0.95-0.97 at 64).
+    # particles (sd ratios 0.91-0.94 at 32, 0.95-0.97 at 64).
     reliable_particles = 32
-    measured_spreads = {2: "0.31 to 0.44 times", 4: "0.57 to 0.65 times", 8: "0.73 to 0.78 times", 16: "0.84 to 0.89 times"}
+    measured_spreads = {2: "0.27 to 0.46 times", 4: "0.56 to 0.67 times", 8: "0.72 to 0.80 times", 16: "0.83 to 0.88 times"}
 
     def __init__(
         self,

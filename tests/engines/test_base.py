@@ -123,9 +123,9 @@ def test_fit_still_runs_a_plain_pyro_loss():
 
 
 def test_too_few_particles_are_accepted_with_the_measured_figures():
-    with pytest.warns(RuntimeWarning, match=r"AmortizedSVGD\(num_particles=2\): fewer particles than 16.*at 2 particles the posterior sds came out 0.8 to 24 times"):
+    with pytest.warns(RuntimeWarning, match=r"AmortizedSVGD\(num_particles=2\): fewer particles than 16.*at 2 particles the posterior sds came out 0.9 to 500 times"):
         AmortizedSVGD(num_particles=2)
-    with pytest.warns(RuntimeWarning, match=r"CTFDistillation\(num_particles=20\): fewer particles than 32.*at 16 particles .*0.84 to 0.89 times"):
+    with pytest.warns(RuntimeWarning, match=r"CTFDistillation\(num_particles=20\): fewer particles than 32.*at 16 particles .*0.83 to 0.88 times"):
         CTFDistillation(num_particles=20)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
