@@ -27,3 +27,18 @@ def normal_model(y):
 
 
 NORMAL_DATA = torch.tensor([1.2, 0.4, 2.2, 1.9, 0.8, 1.5])
+
+
+def broadcast_logistic_model(x, y):
+    """A logistic regression written with broadcasting, ``(x * beta).sum(-1)``: the idiom
+    whose batched density is worth compiling."""
+    beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Bernoulli(logits=(x * beta).sum(-1)), obs=y)
+
+
+def logistic_data(rows=40, seed=0):
+    """``(x, y)``: ``rows`` standard normal rows of 3 features and coin-flip labels."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 3, generator=generator)
+    return x, (torch.rand(rows, generator=generator) < 0.5).float()

@@ -8,6 +8,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from models import broadcast_logistic_model, logistic_data
 from pyro.infer import SVI
 from pyro.infer.autoguide import AutoMultivariateNormal
 
@@ -153,20 +154,13 @@ def test_a_step_over_many_rows_of_an_unsubsampled_plate_warns_how_to_subsample()
 
 @pytest.mark.parametrize("engine_type", ["AmortizedSVGD", "CTFDistillation"])
 def test_engine_steps_on_the_compiled_density_when_asked(engine_type):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 3, generator=generator)
-    y = (torch.rand(40, generator=generator) < 0.5).float()
-
-    def model(x, y):
-        beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
-        with pyro.plate("data", 40):
-            pyro.sample("y", dist.Bernoulli(logits=(x * beta).sum(-1)), obs=y)
+    x, y = logistic_data()
 
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    guide = pyro_stein.AutoNeuralSampler(model)
+    guide = pyro_stein.AutoNeuralSampler(broadcast_logistic_model)
     engine = {"AmortizedSVGD": AmortizedSVGD, "CTFDistillation": CTFDistillation}[engine_type](num_particles=32, compile_density=True)
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=engine)
+    svi = pyro.infer.SVI(broadcast_logistic_model, guide, pyro.optim.Adam({"lr": 1e-2}), loss=engine)
     losses = [svi.step(x, y) for _ in range(3)]
     compiled = engine.run_of(guide).density.compiled
     assert compiled is not None and compiled.compiled[torch.Size([32, 3])] is not None

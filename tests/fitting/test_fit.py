@@ -6,7 +6,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from interrupts import press_ctrl_c_at_step, raise_inside_step
-from models import NORMAL_DATA, normal_model
+from models import NORMAL_DATA, broadcast_logistic_model, logistic_data, normal_model
 
 import pyro_stein
 from pyro_stein import AmortizedSVGD, AutoNeuralSampler
@@ -167,18 +167,11 @@ def test_draws_go_to_arviz():
 def test_a_run_on_a_compiled_density_resumes_exactly(tmp_path, monkeypatch):
     # The compile decision is the run's own (the model's shapes), so a resumed run compiles
     # the same graph and continues bit for bit.
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 3, generator=generator)
-    y = (torch.rand(40, generator=generator) < 0.5).float()
-
-    def logistic(x, y):
-        beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
-        with pyro.plate("data", 40):
-            pyro.sample("y", dist.Bernoulli(logits=(x * beta).sum(-1)), obs=y)
+    x, y = logistic_data()
 
     def run(**options):
         engine = AmortizedSVGD(num_particles=64, compile_density=True)
-        return pyro_stein.fit(logistic, x, y, engine=engine, num_steps=40, seed=0, progress=False, **options)
+        return pyro_stein.fit(broadcast_logistic_model, x, y, engine=engine, num_steps=40, seed=0, progress=False, **options)
 
     straight = run()
     assert straight.engine.run_of(straight.guide).density.compiled.compiled[torch.Size([64, 3])] is not None

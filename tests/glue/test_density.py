@@ -4,7 +4,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from models import branching_model
+from models import branching_model, broadcast_logistic_model, logistic_data
 from pyro.distributions import constraints
 
 import pyro_stein
@@ -334,22 +334,10 @@ def test_data_that_broadcast_against_its_plate_are_refused_as_plain_svi_refuses_
         pyro_stein.fit(unplated, y.squeeze(-1), num_steps=1, progress=False)
 
 
-def _broadcast_logistic(x, y):
-    beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
-    with pyro.plate("data", x.shape[0]):
-        pyro.sample("y", dist.Bernoulli(logits=(x * beta).sum(-1)), obs=y)
-
-
-def _logistic_data(rows=60, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, 3, generator=generator)
-    return x, (torch.rand(rows, generator=generator) < 0.5).float()
-
-
 def test_compiled_density_equals_the_eager_one_and_falls_back_on_other_arguments():
-    args = _logistic_data()
-    guide, density = _density(_broadcast_logistic, *args)
-    _, eager = _density(_broadcast_logistic, *args)
+    args = logistic_data(rows=60)
+    guide, density = _density(broadcast_logistic_model, *args)
+    _, eager = _density(broadcast_logistic_model, *args)
     assert density.compile_for(16, args, policy=True)
     z = torch.randn(16, 3, generator=torch.Generator().manual_seed(1))
     log_p, score, valid = density.log_prob_and_score(z, args)
@@ -359,7 +347,7 @@ def test_compiled_density_equals_the_eager_one_and_falls_back_on_other_arguments
     torch.testing.assert_close(score, expected[1], rtol=1e-5, atol=1e-4)
     assert valid.all()
     # New data (or the same tensor modified in place) evaluate eagerly, on those data.
-    other = _logistic_data(seed=2)
+    other = logistic_data(rows=60, seed=2)
     torch.testing.assert_close(density(z, other), eager(z, other))
     args[1][:5] = 1 - args[1][:5]
     torch.testing.assert_close(density(z, args), eager(z, args))
@@ -369,8 +357,8 @@ def test_compiled_density_equals_the_eager_one_and_falls_back_on_other_arguments
 
 
 def test_the_automatic_policy_compiles_only_costly_densities_and_never_params_or_minibatches():
-    args = _logistic_data()
-    _, density = _density(_broadcast_logistic, *args)
+    args = logistic_data(rows=60)
+    _, density = _density(broadcast_logistic_model, *args)
     assert not density.compile_for(512, args)  # 512 x 60 x 3 products: far below COMPILE_ELEMENTS
     assert density.compiled is None
 
