@@ -57,8 +57,8 @@ def graph_elements(function: Callable[[Tensor], Tensor], example: Tensor) -> int
 
 
 class CompiledFunction:
-    """``function`` compiled for each input shape it is called with, or ``function`` itself
-    where compiling fails or disagrees.
+    """``function`` compiled for each of the named input shapes, or ``function`` itself for
+    other shapes and where compiling fails or disagrees.
 
     Args:
         function: a function of one tensor whose tensor operations do not depend on the
@@ -66,7 +66,7 @@ class CompiledFunction:
             those operations only.  Everything else it reads (data) is frozen at capture.
         agree: ``agree(compiled_output, eager_output)``, whether the compiled function may
             be used; checked once per shape, at an input other than the capture's.
-        what: names the function in the warning when compiling fails.
+        what: names the function in the warning when compiling fails or disagrees.
         shapes: the input shapes to compile; other shapes run ``function`` itself.
 
     Each of these shapes' first call captures, compiles and checks (seconds); later calls of that
