@@ -184,6 +184,11 @@ def time_per_step(step: Callable[[], None], steps: int, warmup: int = 20) -> flo
     return 1e3 * statistics.median(samples)
 
 
+def runs_compiled(density) -> bool:
+    """Whether the engine's density evaluates some batch size through its compiled graph."""
+    return density.compiled is not None and any(f is not None for f in density.compiled.compiled.values())
+
+
 def bench(spec, num_particles: int, steps: int, compile_density: bool | None = None) -> list[tuple[str, float, float | None]]:
     name, model, args, log_density, dim = spec
     rows: list[tuple[str, float, float | None]] = []
@@ -232,8 +237,7 @@ def bench(spec, num_particles: int, steps: int, compile_density: bool | None = N
     adam2 = torch.optim.Adam([particles], lr=1e-3)
     svgd_floor = time_per_step(lambda: svgd_floor_step(particles, adam2, log_density, kernel), steps)
 
-    compiled = density.compiled is not None and any(f is not None for f in density.compiled.compiled.values())
-    how = f"batching={batching}{', compiled' if compiled else ''}"
+    how = f"batching={batching}{', compiled' if runs_compiled(density) else ''}"
     rows.append((f"pyro_stein AmortizedSVGD ({how})", ours, ours / floor))
     rows.append(("  hand-written ASVGD step (floor)", floor, None))
     if theirs is None:
@@ -260,8 +264,7 @@ def whole_fits(spec) -> list[tuple[str, str, float, int, bool]]:
         result = pyro_stein.fit(model, *args, engine=AmortizedSVGD(compile_density=policy), seed=0, progress=False)
         seconds = time.perf_counter() - started
         density = result.engine.run_of(result.guide).density
-        compiled = density.compiled is not None and any(f is not None for f in density.compiled.compiled.values())
-        rows.append((name, f"{label} ({'compiled' if compiled else 'eager'})", seconds, result.num_steps, result.reliable))
+        rows.append((name, f"{label} ({'compiled' if runs_compiled(density) else 'eager'})", seconds, result.num_steps, result.reliable))
     return rows
 
 
