@@ -27,11 +27,12 @@ from .engines import AmortizedSVGD, CTFDistillation
 from .fitting import FitResult, fit
 from .glue import constraints as _constraints  # noqa: F401  (registers biject_to rules)
 from .glue.initialization import init_to_feasible, init_to_median, init_to_uniform, init_to_value
-from .guides import AutoNeuralSampler
+from .guides import AutoAmortizedSampler, AutoNeuralSampler
 from .ops.kernels import IMQKernel, RBFKernel
 
 __all__ = [
     "AmortizedSVGD",
+    "AutoAmortizedSampler",
     "AutoNeuralSampler",
     "CTFDistillation",
     "FitResult",

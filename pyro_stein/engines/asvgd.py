@@ -24,9 +24,10 @@ import torch
 from torch import Tensor
 
 from ..ops.dimensions import HIGH_DIMENSION
+from ..ops.grouped_stein import grouped_kernel_gram, grouped_squared_ksd, grouped_stein_direction
 from ..ops.kernels import RadialKernel, RBFKernel
 from ..ops.stein import kernel_gram, moment_direction, squared_ksd, stein_direction
-from .base import ParticleEngine, ParticleRun
+from .base import LocalRun, ParticleEngine, ParticleRun
 
 __all__ = ["AmortizedSVGD", "DEFAULT_BANDWIDTH_FACTOR"]
 
@@ -195,6 +196,47 @@ class AmortizedSVGD(ParticleEngine):
             direction = tails.push_direction(direction, log_derivative)
         # Value: the monitored discrepancy.  Gradient: the Stein update.
         return self.surrogate(whitened, direction, sq_ksd, log_p[valid] if density.has_model_params else None)
+
+    def local_particle_loss(self, run: LocalRun, guide: Any, args: tuple, kwargs: dict) -> Tensor:
+        """The surrogate for a guide of local latents: ``num_particles`` draws of every
+        row's latents, each row's moved along the Stein direction of its own conditional
+        posterior among its own particles (in the coordinates its encoder whitens), and the
+        model's parameters along the gradient of the mean log joint.  Its value is the mean
+        over the rows of their squared-KSD estimates."""
+        batch = guide.minibatch(args, kwargs)
+        draws = {plate: guide.rsample_local(plate, rows, self.num_particles) for plate, rows in batch.items()}
+        density = run.density
+        log_p, scores = density.log_prob_and_scores(
+            {plate: draw[0] for plate, draw in draws.items()}, batch, args, kwargs, retain_graph=density.has_model_params
+        )
+        for plate, score in scores.items():
+            if not (bool(torch.isfinite(score).all()) and bool(torch.isfinite(log_p).all())):
+                raise FloatingPointError(
+                    f"The log density or the score of the local latents of plate {plate!r} is not finite at "
+                    f"{int((~torch.isfinite(score)).any(-1).sum())} of {score.shape[0] * score.shape[1]} particles: "
+                    "lower the learning rate, or check the model's likelihood at the rows of this minibatch."
+                )
+        surrogate = log_p.new_zeros(())
+        figures = []
+        for plate, (_, whitened, scale_tril) in draws.items():
+            # Each row's score in its whitened coordinates, L_b^T s; then rows first: (B, K, d).
+            white_scores = torch.einsum("kbi,bij->bkj", scores[plate], scale_tril)
+            gram = grouped_kernel_gram(whitened.detach().transpose(0, 1), self.kernel)
+            direction = grouped_stein_direction(white_scores, gram, leave_one_out=self.leave_one_out)
+            figures.append(
+                torch.stack([
+                    grouped_squared_ksd(white_scores, gram).mean(),
+                    direction.pow(2).sum(-1).mean(),
+                    gram.profile.bandwidth.mean(),
+                ])
+            )
+            dim = whitened.shape[-1]
+            surrogate = surrogate + self.surrogate(whitened.reshape(-1, dim), direction.transpose(0, 1).reshape(-1, dim), None)
+        if density.has_model_params:
+            surrogate = surrogate - log_p.mean()
+        squared_ksd, stein_force, bandwidth = torch.stack(figures).mean(0).tolist()
+        run.diagnostics = {"squared_ksd": squared_ksd, "stein_force": stein_force, "bandwidth": bandwidth}
+        return surrogate + (surrogate.new_tensor(squared_ksd) - surrogate).detach()
 
     def uses_moment_kernel(self, dim: int) -> bool:
         """Whether the direction for a ``dim``-dimensional latent adds the coordinate-wise

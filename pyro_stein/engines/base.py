@@ -39,12 +39,27 @@ from torch import Tensor
 from ..glue.autoguide import autoguide_latent_batch, set_up
 from ..glue.batching import BATCHING
 from ..glue.density import Anchor, UnconstrainedLogDensity
-from ..guides.protocols import ParticleSampler, PreconditionedSampler, TailStretchedSampler
+from ..glue.local import LocalLogDensity
+from ..guides.protocols import (
+    LocalParticleSampler,
+    ParticleSampler,
+    PreconditionedSampler,
+    TailStretchedSampler,
+)
 from ..ops.caller import warn
 from ..ops.surrogate import direction_surrogate
 from ..ops.tails import TailFreeCoordinates
 
-__all__ = ["ANCHOR_EVERY", "LARGE_BATCH_TERMS", "anchor_due", "Engine", "ParticleEngine", "ParticleRun", "Run"]
+__all__ = [
+    "ANCHOR_EVERY",
+    "LARGE_BATCH_TERMS",
+    "anchor_due",
+    "Engine",
+    "LocalRun",
+    "ParticleEngine",
+    "ParticleRun",
+    "Run",
+]
 
 #: Likelihood terms per step (particles x observations of one site, its plate not
 #: subsampled) above which the engines warn: 512 particles x 20000 rows.  At 512 particles
@@ -112,6 +127,25 @@ class ParticleRun:
         self.step_count = int(state.get("step_count", state.get("num_steps", 0)))
         anchor = state.get("anchor")
         self.density.anchor = None if anchor is None else Anchor(**anchor)
+
+
+@dataclass
+class LocalRun:
+    """The state of one engine's run on a guide of local latents
+    ([`LocalParticleSampler`][pyro_stein.guides.protocols.LocalParticleSampler])."""
+
+    model: Callable
+    density: LocalLogDensity
+    step_count: int = 0
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    recentering: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the run."""
+        return {"step_count": self.step_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = int(state["step_count"])
 
 
 def anchor_due(step: int) -> bool:
@@ -225,8 +259,11 @@ class ParticleEngine(ELBO):
         same model, else a new one (the guide is set up and the model's density built).
 
         Raises:
-            TypeError: ``guide`` is not an `AutoContinuous` guide.
+            TypeError: ``guide`` is neither an `AutoContinuous` guide nor a sampler of local
+                latents ([`LocalParticleSampler`][pyro_stein.guides.protocols.LocalParticleSampler]).
         """
+        if isinstance(guide, LocalParticleSampler):
+            return self._start_local_run(model, guide, args, kwargs)
         if not isinstance(guide, AutoContinuous):
             raise TypeError(
                 f"{self.name} trains guides that produce one unconstrained latent vector, "
@@ -246,6 +283,15 @@ class ParticleEngine(ELBO):
         density.compile_for(self.num_particles, args, kwargs, policy=self.compile_density)
         run = self.run_type(model=model, density=density)
         self._resolve(run, guide)
+        self._runs[guide] = run
+        return run
+
+    def _start_local_run(self, model: Callable, guide: Any, args: tuple, kwargs: dict) -> Any:
+        run = self._runs.get(guide)
+        if run is not None and run.model == model:
+            return run
+        guide.minibatch(args, kwargs)  # sets the guide up
+        run = LocalRun(model=model, density=LocalLogDensity(model, guide.structure))
         self._runs[guide] = run
         return run
 
@@ -397,6 +443,12 @@ class ParticleEngine(ELBO):
         """One step's surrogate on ``run`` (subclasses); it records ``run.diagnostics``."""
         raise NotImplementedError
 
+    def local_particle_loss(self, run: LocalRun, guide: Any, args: tuple, kwargs: dict) -> Tensor:
+        """One step's surrogate on a guide of local latents (subclasses that train them)."""
+        raise NotImplementedError(
+            f"{self.name} does not train samplers of local latents yet; use pyro_stein.AmortizedSVGD() as the loss."
+        )
+
     def differentiable_loss(self, model: Callable, guide: Any, *args: Any, **kwargs: Any) -> Tensor:
         """A scalar whose gradient is minus the engine's update of the guide's parameters
         (and minus the mean log joint's gradient for model parameters), and whose value is
@@ -405,6 +457,8 @@ class ParticleEngine(ELBO):
         (`loss_and_grads()`, which ``SVI`` uses, does it)."""
         run = self.start_run(model, guide, *args, **kwargs)
         self._last_guide = weakref.ref(guide)
+        if isinstance(run, LocalRun):
+            return self.local_particle_loss(run, guide, args, kwargs)
         return self.particle_loss(run, guide, args, kwargs)
 
     def loss_and_grads(self, model: Callable, guide: Any, *args: Any, **kwargs: Any) -> float:

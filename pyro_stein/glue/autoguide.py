@@ -20,14 +20,18 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
+import torch
 from pyro.infer.autoguide import AutoContinuous, AutoGuide
 from torch import Tensor
+from torch.distributions import biject_to
 
 from .layout import PARTICLE_PLATE, LatentLayout
+from .local import DataPlate, LocalStructure, Rows
 from .noncentring import NoncentredModel
 
 __all__ = [
     "LatentVectorGuide",
+    "LocalLatentGuide",
     "autoguide_latent_batch",
     "guide_param_prefix",
     "is_set_up",
@@ -142,6 +146,145 @@ class LatentVectorGuide(AutoContinuous):
                         "per-datapoint latents inside a subsampled plate are not supported "
                         "yet: drop subsample_size from that plate."
                     )
+
+
+class _NoiseOnly(dist.TorchDistribution):
+    """Standard normal noise that an implicit sampler transforms: it draws but has no
+    density a loss could use (the sampler's draws have none)."""
+
+    arg_constraints: dict = {}
+    support = dist.constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, size: int, like: Tensor, batch_shape: torch.Size = torch.Size(), guide: str = "") -> None:
+        self._like = like
+        self._guide = guide
+        super().__init__(torch.Size(batch_shape), torch.Size([size]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None) -> _NoiseOnly:
+        return _NoiseOnly(self.event_shape[0], self._like, torch.Size(batch_shape), self._guide)
+
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        shape = self._extended_shape(sample_shape)
+        return torch.randn(shape, dtype=self._like.dtype, device=self._like.device)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        raise NotImplementedError(
+            f"{self._guide} is an implicit sampler: it draws samples but has no density, so density-based losses "
+            "such as Trace_ELBO cannot train it. Use loss=pyro_stein.AmortizedSVGD()."
+        )
+
+
+class LocalLatentGuide(AutoGuide):
+    """An autoguide for models whose latents are local: one per datapoint of a data plate
+    (a plate with observed and latent sites, [`pyro_stein.glue.local`][pyro_stein.glue.local]).
+
+    On its first call (or `setup()`) it finds the data plates (`structure`) and runs
+    `setup_sampler()`.  Each call then runs the model once, hidden, for the rows of its
+    minibatch and their observations, and draws every local site inside its plate, over
+    those rows, from `encode()`: so ``Predictive(model, guide=guide)`` on data the guide never
+    saw draws each new datapoint's latents from its own observations.  A subclass
+    implements `setup_sampler()` and `encode()`.
+
+    Args:
+        model: the Pyro model.
+        local_plates: the plates whose latent sites are local; default every plate that
+            holds a latent site and an observed site.
+        encoded_plates: plates whose encoder the user gives the subclass, so that they
+            need no observed site.
+    """
+
+    def __init__(
+        self, model: Callable, *, local_plates: tuple[str, ...] | None = None, encoded_plates: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(model)
+        #: The model's data plates and local sites (`LocalStructure`), once set up.
+        self.structure: LocalStructure | None = None
+        self.local_plates = None if local_plates is None else tuple(local_plates)
+        self.encoded_plates = tuple(encoded_plates)
+        name = type(self).__name__
+        number = next(_instances[name])
+        self._pyro_name = name if number == 0 else f"{name}_{number + 1}"
+
+    @property
+    def is_set_up(self) -> bool:
+        return self.prototype_trace is not None
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        """Set the guide up for the model arguments (once; hidden from outer handlers)."""
+        if self.prototype_trace is None:
+            with poutine.block():
+                self._setup_prototype(*args, **kwargs)
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        with pyro.validation_enabled(False):
+            super()._setup_prototype(*args, **kwargs)
+        self.structure = LocalStructure.from_model(
+            self.model, args, kwargs, local_plates=self.local_plates, encoded_without_observations=self.encoded_plates
+        )
+        if not self.structure.plates:
+            raise ValueError(
+                f"{type(self).__name__} found no local latent site: no plate holds both a latent and an observed "
+                "site. For a model with global latents only, use pyro_stein.AutoNeuralSampler."
+            )
+        if self.structure.global_sites:
+            raise NotImplementedError(
+                f"The latent sites {list(self.structure.global_sites)} lie outside the data plates "
+                f"{list(self.structure.plates)}: {type(self).__name__} does not draw global latents beside local ones "
+                "yet. Make them parameters (pyro.param: amortized maximum likelihood fits them), or put every latent "
+                "in the data plate."
+            )
+        self.setup_sampler(args, kwargs)
+
+    def setup_sampler(self, args: tuple, kwargs: dict) -> None:
+        """Build the samplers once the `structure` is known (subclasses)."""
+        raise NotImplementedError
+
+    def encode(self, plate: DataPlate, rows: Rows, noise: Tensor) -> Tensor:
+        """Unconstrained local latents ``(B, plate.latent_size)`` of ``rows``, from standard
+        normal ``noise`` of that shape (subclasses)."""
+        raise NotImplementedError
+
+    def minibatch(self, args: tuple, kwargs: dict) -> dict[str, Rows]:
+        """The rows the model evaluates next, and their observations, per data plate
+        (`LocalStructure.minibatch()`)."""
+        self.setup(*args, **kwargs)
+        return self.structure.minibatch(self.model, args, kwargs)
+
+    @contextlib.contextmanager
+    def parameters_in_pyro(self) -> Iterator[None]:
+        """Within this context the guide's parameters are read through ``pyro.param``, so
+        that ``SVI`` sees and trains them."""
+        with self._pyro_context:
+            yield
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """One draw of every local site, for the rows the model evaluates."""
+        batch = self.minibatch(args, kwargs)
+        draws: dict[str, Tensor] = {}
+        for plate in self.structure.plates.values():
+            rows = batch[plate.name]
+            padding = (1,) * (-plate.dim - 1)
+            with pyro.plate(plate.name, rows.size, subsample=rows.indices, dim=plate.dim):
+                noise = pyro.sample(
+                    f"_{self._pyro_name}_{plate.name}_noise",
+                    _NoiseOnly(plate.latent_size, rows.observations, guide=type(self).__name__).expand(
+                        (len(rows.indices), *padding)
+                    ),
+                    infer={"is_auxiliary": True},
+                )
+                if noise.dim() != 2 + len(padding):
+                    raise NotImplementedError(
+                        f"{type(self).__name__} draws one set of local latents per call; run Predictive with "
+                        "parallel=False (its default)."
+                    )
+                with self.parameters_in_pyro():
+                    latents = self.encode(plate, rows, noise.reshape(len(rows.indices), -1))
+                for site in plate.sites:
+                    part = plate.split_rows(latents)[site.name]
+                    value = biject_to(site.support)(site.rows_to_value(part, self.structure.max_plate_nesting))
+                    draws[site.name] = pyro.sample(site.name, dist.Delta(value, event_dim=site.event_dim))
+        return draws
 
 
 def is_set_up(guide: AutoContinuous) -> bool:

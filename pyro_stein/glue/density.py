@@ -23,17 +23,21 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import is_validation_enabled, scale_and_mask, sum_rightmost
 from pyro.infer.autoguide import AutoContinuous
-from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
-from pyro.util import check_site_shape
 from torch import Tensor
 from torch.distributions import biject_to
 
 from ..ops.compiled import CompiledFunction, graph_elements
-from ..ops.subsample import random_subset
 from .autoguide import LatentVectorGuide
 from .batching import BATCHING, agree, choose_batching
 from .layout import PARTICLE_PLATE, LatentLayout, check_model_args, feasible_trace, max_plate_nesting
+from .site_checks import (
+    observations_in_support,
+    observed_sites_are_tensors,
+    site_shapes_agree_with_plates,
+    sum_per_particle,
+)
+from .subsample import CheapSubsample
 
 __all__ = ["BATCHING", "Anchor", "GuideModelMismatch", "UnconstrainedLogDensity", "layout_of"]
 
@@ -128,104 +132,12 @@ def _largest_observed(trace: poutine.Trace) -> tuple[str, int, str | None] | Non
     return largest
 
 
-def _observed_sites_are_tensors(trace: poutine.Trace) -> None:
-    for name, site in trace.nodes.items():
-        if site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site):
-            if not isinstance(site["value"], torch.Tensor):
-                raise TypeError(
-                    f"Observed site {name!r} got obs of type {type(site['value']).__name__}; "
-                    "Pyro needs a torch.Tensor there (torch.as_tensor(...))."
-                )
-
-
-def _observations_in_support(trace: poutine.Trace) -> None:
-    """Pyro's support check of observed values, done once on the first trace (the batched
-    evaluations run with validation off, so that particles may stray where the density is
-    not finite): what plain ``SVI`` rejects, this rejects too, naming the site."""
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or not site["is_observed"] or site_is_subsample(site):
-            continue
-        value = site["value"]
-        if not isinstance(value, torch.Tensor) or value.numel() == 0:  # pyro.factor's sites carry no data
-            continue
-        fn = site["fn"]
-        inside = fn.support.check(value)
-        if site["mask"] is not None and isinstance(site["mask"], torch.Tensor):
-            inside = inside | ~site["mask"].bool()  # masked observations are no data
-        if not bool(inside.all()):
-            outside = value[~inside] if inside.shape == value.shape[: inside.dim()] else value.reshape(-1)
-            raise ValueError(
-                f"Observed site {name!r}: {int((~inside).sum())} observations lie outside the support "
-                f"{fn.support} of its {type(fn).__name__} distribution (for example {outside.reshape(-1)[:3].tolist()}); "
-                "Pyro's validation rejects them too. Fix the data or the distribution (or disable Pyro's "
-                "validation with pyro.enable_validation(False) to accept them at your own risk)."
-            )
-
-
-def _site_shapes_agree_with_plates(trace: poutine.Trace) -> None:
-    """Pyro's shape check, as ``SVI`` does it on its first step: each site's log density
-    must have exactly the batch dimensions its plates declare.  Data of shape ``(50, 1)``
-    inside ``plate(50)``, say, broadcasts to a 50 x 50 likelihood, which counts every
-    observation 50 times."""
-    trace = poutine.util.prune_subsample_sites(trace)
-    with pyro.validation_enabled(False):  # the support was checked already
-        trace.compute_log_prob()
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        try:
-            check_site_shape(site, max_plate_nesting=float("inf"))
-        except ValueError as error:
-            value = site["value"]
-            fn = site["fn"]
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else "?"
-            raise ValueError(
-                f"{'Observed' if site['is_observed'] else 'Latent'} site {name!r}: its log density has shape "
-                f"{tuple(site['log_prob'].shape)}, but its plates declare "
-                f"{[f.size for f in sorted(site['cond_indep_stack'], key=lambda f: f.dim) if f.vectorized]} "
-                f"(value shape {shape}, distribution batch shape {tuple(fn.batch_shape)}, event shape "
-                f"{tuple(fn.event_shape)}); Pyro's validation, as in plain SVI, rejects it. Pyro says: {error}"
-            ) from None
-
-
-def _sum_per_particle(value: Tensor | float, num_particles: int, batch_rank: int, like: Tensor) -> Tensor:
-    """Sum a log-density term over every batch dim but the particle dim.
-
-    ``value`` has the particle dim at ``-batch_rank`` when it reaches that far; a term
-    without it is shared by all particles.
-    """
-    if not isinstance(value, torch.Tensor):
-        return like.new_full((num_particles,), float(value))
-    if value.dim() > batch_rank:
-        raise ValueError(f"log-density term of shape {tuple(value.shape)} has more than {batch_rank} batch dims")
-    if value.dim() < batch_rank:
-        return value.sum().expand(num_particles)
-    per_particle = value.reshape(value.shape[0], -1).sum(-1)
-    return per_particle.expand(num_particles)
-
-
 class Anchor(NamedTuple):
     """The point of a control variate, with the full data's log density and score there."""
 
     point: Tensor
     log_p: Tensor
     score: Tensor
-
-
-class _CheapSubsample(Messenger):
-    """Draws each subsampled plate's minibatch with `random_subset` instead of Pyro's
-    ``randperm`` over all rows, so that a step's cost does not grow with the rows.  Reads
-    the plate's size and subsample size at every call; a minibatch already chosen (by
-    ``poutine.condition`` or the user's ``subsample=``) is kept."""
-
-    def _pyro_sample(self, msg: Any) -> None:
-        if msg["value"] is not None or not site_is_subsample(msg):
-            return
-        fn = msg["fn"]
-        if fn.subsample_size is None or fn.subsample_size >= fn.size:
-            return
-        indices = random_subset(int(fn.size), int(fn.subsample_size), device=fn.device)
-        msg["value"] = indices.cuda() if fn.use_cuda else indices
 
 
 class UnconstrainedLogDensity:
@@ -309,10 +221,10 @@ class UnconstrainedLogDensity:
         # The model runs on its own (feasible, shape-derived) values, so that a guide built
         # for another model shows up as different latent-site sets or shapes.
         model_trace = feasible_trace(self.model, args, kwargs)
-        _observed_sites_are_tensors(model_trace)
+        observed_sites_are_tensors(model_trace)
         if is_validation_enabled():
-            _observations_in_support(model_trace)
-            _site_shapes_agree_with_plates(model_trace)
+            observations_in_support(model_trace)
+            site_shapes_agree_with_plates(model_trace)
         self._check_sites(model_trace)
         self.has_model_params = any(s["type"] == "param" for s in model_trace.nodes.values())
         subsample = {
@@ -637,7 +549,7 @@ class UnconstrainedLogDensity:
         total = latent.new_zeros(num)
         if with_rest:
             for _, term in log_jacobians:
-                total = total + _sum_per_particle(term, num, rank, latent)
+                total = total + sum_per_particle(term, num, rank, latent)
         for site in trace.nodes.values():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
@@ -645,11 +557,11 @@ class UnconstrainedLogDensity:
             frames = [frame for frame in site["cond_indep_stack"] if frame.name == plate]
             if not frames:
                 if with_rest:
-                    total = total + _sum_per_particle(term, num, rank, latent)
+                    total = total + sum_per_particle(term, num, rank, latent)
                 continue
             shape = [1] * term.dim()
             shape[frames[0].dim] = len(weights)
-            total = total + _sum_per_particle(term / subsample_scale * weights.reshape(shape), num, rank, latent)
+            total = total + sum_per_particle(term / subsample_scale * weights.reshape(shape), num, rank, latent)
         return total
 
     def _rows_log_prob(
@@ -720,7 +632,7 @@ class UnconstrainedLogDensity:
         if self._subsample:
             return poutine.condition(self.model, data=self._subsample)
         if self._subsampled_plates:
-            return _CheapSubsample()(self.model)
+            return CheapSubsample()(self.model)
         return self.model
 
     def _constrain(self, latent: Tensor) -> tuple[dict[str, Tensor], list[tuple[str, Tensor]]]:
@@ -759,9 +671,9 @@ class UnconstrainedLogDensity:
             trace = self._trace(values, args, kwargs)
         total = latent.new_zeros(num)
         for _, term in log_jacobians:
-            total = total + _sum_per_particle(term, num, rank, latent)
+            total = total + sum_per_particle(term, num, rank, latent)
         for _, term in self._site_terms(trace):
-            total = total + _sum_per_particle(term, num, rank, latent)
+            total = total + sum_per_particle(term, num, rank, latent)
         return total
 
     def _vmapped(self, latent: Tensor, args: tuple, kwargs: dict) -> Tensor:

@@ -9,9 +9,10 @@ from typing import Protocol, runtime_checkable
 from torch import Tensor
 
 from ..glue.layout import LatentLayout
+from ..glue.local import LocalStructure, Rows
 from ..ops.tails import TailFreeCoordinates
 
-__all__ = ["LatentSampler", "ParticleSampler", "PreconditionedSampler", "TailStretchedSampler"]
+__all__ = ["LatentSampler", "LocalParticleSampler", "ParticleSampler", "PreconditionedSampler", "TailStretchedSampler"]
 
 
 @runtime_checkable
@@ -63,4 +64,21 @@ class TailStretchedSampler(PreconditionedSampler, Protocol):
     def tail_free_coordinates(self) -> TailFreeCoordinates | None:
         """The map for the coordinates whose tails are heavy (the others left as they
         are), detached; ``None`` when no coordinate's are."""
+        ...
+
+
+@runtime_checkable
+class LocalParticleSampler(Protocol):
+    """Draws the local latents of a model's data plates (`structure`), ``K`` particles
+    per row of a minibatch, differentiable in its parameters: what the engines train on a
+    model with local latents."""
+
+    structure: LocalStructure
+
+    def minibatch(self, args: tuple, kwargs: dict) -> dict[str, Rows]:
+        """The rows the model evaluates next, and their observations, per data plate."""
+        ...
+
+    def rsample_local(self, plate: str, rows: Rows, num_particles: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``(z (K, B, d), whitened (K, B, d), scale (B, d, d))`` with ``z = m + scale @ whitened``."""
         ...

@@ -126,10 +126,21 @@ class RadialKernel(ABC):
             return sq_dists.new_tensor(self.fixed_bandwidth)
         num = int(mask.sum()) if mask is not None else sq_dists.shape[-1]
         median = median_sq_dist(sq_dists, mask, max_particles=MEDIAN_MAX_PARTICLES)
-        h = self.bandwidth_factor * self._heuristic(median, num)
+        return self.bandwidth_from_median(median, num)
+
+    def bandwidth_from_median(self, median: Tensor, num_particles: int) -> Tensor:
+        """The bandwidth for ``num_particles`` particles whose median squared pairwise
+        distance is ``median`` (any shape: one per group of particles), the fixed one if set.
+
+        Returns:
+            Positive, of ``median``'s shape.
+        """
+        if self.fixed_bandwidth is not None:
+            return torch.full_like(median, self.fixed_bandwidth)
+        h = self.bandwidth_factor * self._heuristic(median, num_particles)
         # Coincident particles give a zero median; any positive bandwidth is then as
         # good as another, and a tiny one keeps the repulsion finite.
-        return h.clamp_min(torch.finfo(sq_dists.dtype).tiny ** 0.5)
+        return h.clamp_min(torch.finfo(median.dtype).tiny ** 0.5)
 
     @abstractmethod
     def _heuristic(self, median: Tensor, num_particles: int) -> Tensor:
@@ -141,7 +152,8 @@ class RadialKernel(ABC):
 
         Args:
             sq_dists: squared distances, any shape.
-            bandwidth: a positive 0-dim tensor.
+            bandwidth: positive, broadcastable against ``sq_dists``: a 0-dim tensor, or
+                one per group of particles (``(G, 1, 1)`` for ``(G, K, K)`` distances).
         """
 
     def __repr__(self) -> str:
