@@ -46,13 +46,14 @@ def grouped_model(y, batch_size=16):
             pyro.sample("y", dist.Normal(effect, 1.0), obs=y[groups])
 
 
-def train(model, guide, data, steps, *, lr=0.005, particles=16, **kwargs):
-    """``steps`` Amortized SVGD steps, the learning rate decaying to 5% of ``lr``, the
-    guide's parameters averaged over the last third (their minibatch jitter, about 0.1
-    posterior sd in the means of the worst rows of a factor analysis without it, is
-    averaged out)."""
+def train(model, guide, data, steps, *, lr=0.005, particles=16, engine=AmortizedSVGD, **kwargs):
+    """``steps`` steps of ``engine`` (with ``particles`` particles a row), the learning rate
+    decaying to 5% of ``lr``, the guide's parameters averaged over the last third (their
+    minibatch jitter, about 0.1 posterior sd in the means of the worst rows of a factor
+    analysis without it, is averaged out).  Returns the engine."""
     decay = 0.05 ** (1 / steps)
-    svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": lr, "lrd": decay}), loss=AmortizedSVGD(num_particles=particles))
+    loss = engine(num_particles=particles)
+    svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": lr, "lrd": decay}), loss=loss)
     average = None
     for step in range(steps):
         svi.step(data, **kwargs)
@@ -60,4 +61,4 @@ def train(model, guide, data, steps, *, lr=0.005, particles=16, **kwargs):
             average = average or TailAverage(guide)
             average.update()
     average.apply()
-    return svi
+    return loss

@@ -139,13 +139,16 @@ class LocalRun:
     step_count: int = 0
     diagnostics: dict[str, float] = field(default_factory=dict)
     recentering: bool = False
+    #: The Langevin flow's step size, where the engine runs one (adapted per step).
+    step_size: float | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the run."""
-        return {"step_count": self.step_count}
+        return {"step_count": self.step_count, "step_size": self.step_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step_count"])
+        self.step_size = state.get("step_size")
 
 
 def anchor_due(step: int) -> bool:

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..ops.langevin import LangevinRun, langevin_flow
 from ..ops.matching import energy_distance_direction, random_projections, sliced_wasserstein_direction
 from ..ops.tails import HEAVY_TAIL_SLOPE, TailFreeCoordinates, far_log_density_slope
-from .base import ParticleEngine, ParticleRun
+from .base import LocalRun, ParticleEngine, ParticleRun
 
 __all__ = ["CTFDistillation", "CTFRun", "MATCHINGS"]
 
@@ -345,6 +345,65 @@ class CTFDistillation(ParticleEngine):
             gap = run.diagnostics["acceptance"] - self.resolved_target_accept
             run.step_size = run.step_size * math.exp(ADAPTATION_RATE * gap)
         return self.surrogate(whitened, direction, distance, model_log_p)
+
+    def local_particle_loss(self, run: LocalRun, guide: Any, args: tuple, kwargs: dict) -> Tensor:
+        """The surrogate for a guide of local latents: ``num_particles`` draws of every
+        row's latents flow ``num_steps`` Metropolis-adjusted Langevin steps, each row's
+        chain on its own conditional posterior (in the coordinates its encoder whitens,
+        with its own accept/reject: the rows are independent given the minibatch), and each
+        row's draws are matched to its flowed draws by the sliced Wasserstein direction.
+        Its value is the mean over the rows of the sliced squared Wasserstein distance."""
+        batch = guide.minibatch(args, kwargs)
+        if len(batch) != 1:
+            raise NotImplementedError(f"{self.name} trains the local latents of one data plate; the model has {sorted(batch)}")
+        ((plate, rows),) = batch.items()
+        draws, whitened, scale_tril = guide.rsample_local(plate, rows, self.num_particles)
+        num, width, dim = whitened.shape
+        loc = (draws - (scale_tril @ whitened.unsqueeze(-1)).squeeze(-1)).detach()[0]
+        density = run.density
+        if run.step_size is None:
+            run.step_size = float(self.step_size) if self.step_size is not None else dim ** (-1.0 / 3.0)
+
+        def unwhiten(w: Tensor) -> Tensor:
+            return loc + (scale_tril @ w.reshape(num, width, dim).unsqueeze(-1)).squeeze(-1)
+
+        def log_prob_and_score(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            row_log_p, scores = density.log_prob_and_scores({plate: unwhiten(w)}, batch, args, kwargs, per_row=plate)
+            white = torch.einsum("kbi,bij->kbj", scores[plate], scale_tril).reshape(-1, dim)
+            log_p = row_log_p.reshape(-1)
+            return log_p, white, torch.isfinite(log_p) & torch.isfinite(white).all(-1)
+
+        start = whitened.detach().reshape(-1, dim)
+        initial = log_prob_and_score(start)
+        if not bool(initial[2].all()):
+            raise FloatingPointError(
+                f"The log density of the local latents of plate {plate!r} is not finite at "
+                f"{int((~initial[2]).sum())} of {len(start)} particles: lower the learning rate, or check the model's "
+                "likelihood at the rows of this minibatch."
+            )
+        metropolis = True if self.metropolis is None else self.metropolis
+        flowed = langevin_flow(
+            log_prob_and_score, start, self.num_steps, run.step_size, metropolis=metropolis, initial=initial,
+            tamed=not metropolis,
+        )
+        projections = random_projections(dim, self.num_projections, dtype=start.dtype, device=start.device)
+        direction, distance = sliced_wasserstein_direction(
+            start.reshape(num, width, dim).transpose(0, 1), flowed.particles.reshape(num, width, dim).transpose(0, 1),
+            projections,
+        )
+        model_log_p = None
+        if density.has_model_params:
+            model_log_p, _ = density.log_prob_and_scores(
+                {plate: unwhiten(flowed.particles)}, batch, args, kwargs, retain_graph=True
+            )
+        figures = torch.stack([distance.mean(), flowed.acceptance, flowed.moved]).tolist()
+        run.diagnostics = {**dict(zip(("distance", "acceptance", "moved"), figures)), "step_size": float(run.step_size)}
+        if self.adapt_step_size and torch.is_grad_enabled():
+            gap = run.diagnostics["acceptance"] - self.resolved_target_accept
+            run.step_size = run.step_size * math.exp(ADAPTATION_RATE * gap)
+        return self.surrogate(
+            whitened.reshape(-1, dim), direction.transpose(0, 1).reshape(-1, dim), distance.mean(), model_log_p
+        )
 
     def _record(self, run: CTFRun, flowed: LangevinRun, distance: Tensor) -> None:
         invalid_fraction = 1.0 - flowed.valid.float().mean().item()

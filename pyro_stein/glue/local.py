@@ -337,6 +337,7 @@ class LocalLogDensity:
         kwargs: dict,
         *,
         retain_graph: bool = False,
+        per_row: str | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The log joint at ``K`` particles, and the local scores.
 
@@ -349,6 +350,10 @@ class LocalLogDensity:
             args, kwargs: the model's arguments.
             retain_graph: keep the log joint's graph for the model's parameters (amortized
                 maximum likelihood differentiates it once more).
+            per_row: a data plate: return each of its rows' own terms (unscaled) instead
+                of the log joint, ``(K, B)``: the log density, up to a constant, of each
+                row's conditional posterior, whose Metropolis tests are then independent.
+                Terms outside the plate are left out.
 
         Returns:
             ``(log_p (K,), {plate: (K, B, latent_size)})``: the log joint with every
@@ -362,6 +367,18 @@ class LocalLogDensity:
         num = next(iter(leaves.values())).shape[0]
         values: dict[str, Tensor] = {}
         total = next(iter(leaves.values())).new_zeros(num)
+        row_plate = None if per_row is None else structure.plates[per_row]
+        rows_total = None if row_plate is None else total.new_zeros(num, len(batch[per_row].indices))
+
+        def add_rows(term: Tensor, plate_dim: int, scale: float) -> None:
+            nonlocal rows_total
+            if rows_total is None or term.dim() < -plate_dim:
+                return
+            while term.dim() < rank:
+                term = term.unsqueeze(0)
+            term = term.movedim(plate_dim, 1)
+            rows_total = rows_total + term.reshape(*term.shape[:2], -1).sum(-1) / scale
+
         with torch.enable_grad(), pyro.validation_enabled(False):
             for plate in structure.plates.values():
                 scale = batch[plate.name].scale
@@ -372,6 +389,8 @@ class LocalLogDensity:
                     log_jacobian = transform.log_abs_det_jacobian(unconstrained, value)
                     log_jacobian = sum_rightmost(log_jacobian, log_jacobian.dim() - value.dim() + site.event_dim)
                     total = total + scale * sum_per_particle(log_jacobian, num, rank, total)
+                    if plate is row_plate:
+                        add_rows(log_jacobian, plate.dim, 1.0)
                     values[site.name] = value
             indices = {name: rows.indices for name, rows in batch.items()}
             conditioned = poutine.condition(self.model, data={**indices, **values})
@@ -383,6 +402,10 @@ class LocalLogDensity:
                     continue
                 term = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
                 total = total + sum_per_particle(term, num, rank, total)
+                if row_plate is not None and any(frame.name == per_row for frame in site["cond_indep_stack"]):
+                    add_rows(term, row_plate.dim, batch[per_row].scale)
             grads = torch.autograd.grad(total.sum(), list(leaves.values()), retain_graph=retain_graph)
         scores = {plate: grad / batch[plate].scale for plate, grad in zip(leaves, grads)}
+        if rows_total is not None:
+            return rows_total.detach(), scores
         return (total if retain_graph else total.detach()), scores

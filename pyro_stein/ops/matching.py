@@ -43,16 +43,16 @@ def random_projections(dim: int, num_projections: int, *, dtype: torch.dtype, de
 def _empirical_quantiles(sorted_values: Tensor, levels: Tensor) -> Tensor:
     """Linear interpolation of each column's empirical quantile function at ``levels``.
 
-    ``sorted_values`` is ``(M, P)`` sorted along dim 0, ``levels`` ``(N,)`` in ``(0, 1)``;
-    the ``k``-th order statistic sits at level ``(k + 1/2) / M``, so with ``N == M`` this
-    returns ``sorted_values`` itself.
+    ``sorted_values`` is ``(..., M, P)`` sorted along its dim -2, ``levels`` ``(N,)`` in
+    ``(0, 1)``; the ``k``-th order statistic sits at level ``(k + 1/2) / M``, so with
+    ``N == M`` this returns ``sorted_values`` itself.
     """
-    m = sorted_values.shape[0]
+    m = sorted_values.shape[-2]
     position = (levels * m - 0.5).clamp(0, m - 1)
     lower = position.floor().long()
     upper = (lower + 1).clamp(max=m - 1)
     weight = (position - lower.to(position.dtype)).unsqueeze(-1)
-    return torch.lerp(sorted_values[lower], sorted_values[upper], weight)
+    return torch.lerp(sorted_values[..., lower, :], sorted_values[..., upper, :], weight)
 
 
 def sliced_wasserstein_direction(
@@ -70,13 +70,14 @@ def sliced_wasserstein_direction(
     direction has no pull towards the mode.
 
     Args:
-        x: ``(N, D)``, the batch to move.
-        y: ``(M, D)``, the target batch (``M`` may differ from ``N``).
+        x: ``(..., N, D)``, the batch to move; leading dimensions are groups matched
+            separately (one per datapoint, say).
+        y: ``(..., M, D)``, the target batch (``M`` may differ from ``N``).
         projections: ``(D, P)`` unit directions, e.g. from `random_projections()`.
 
     Returns:
-        ``(direction (N, D), sliced W2^2)``: the squared distance averaged over the
-        projections.
+        ``(direction (..., N, D), sliced W2^2 (...))``: the squared distance averaged over
+        the projections.
 
     Example:
         >>> import torch
@@ -85,15 +86,15 @@ def sliced_wasserstein_direction(
         >>> bool((v * x).sum(-1).mean() > 0)   # x is too narrow: it is pushed outwards
         True
     """
-    n, dim = x.shape
+    n, dim = x.shape[-2:]
     num_bases = projections.shape[1] / dim
     projected_x = x @ projections
-    sorted_y = (y @ projections).sort(dim=0).values
-    sorted_x, order = projected_x.sort(dim=0)
+    sorted_y = (y @ projections).sort(dim=-2).values
+    sorted_x, order = projected_x.sort(dim=-2)
     levels = (torch.arange(n, dtype=x.dtype, device=x.device) + 0.5) / n
     gap_sorted = _empirical_quantiles(sorted_y, levels) - sorted_x
-    gap = torch.empty_like(projected_x).scatter_(0, order, gap_sorted)
-    return gap @ projections.T / num_bases, gap.pow(2).mean()
+    gap = torch.empty_like(projected_x).scatter_(-2, order, gap_sorted)
+    return gap @ projections.T / num_bases, gap.pow(2).mean((-1, -2))
 
 
 def energy_distance_direction(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

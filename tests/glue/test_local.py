@@ -91,3 +91,21 @@ def test_bad_plate_names_and_discrete_latents_are_refused():
 
     with pytest.raises(ValueError, match="'c' is discrete"):
         LocalStructure.from_model(discrete, (torch.randn(5),), {})
+
+
+def test_each_rows_own_terms():
+    x = torch.randn(30, 4)
+    structure = LocalStructure.from_model(vae_like, (x,), {})
+    batch = structure.minibatch(vae_like, (x,), {})
+    density = LocalLogDensity(vae_like, structure)
+    latents = torch.randn(5, 8, 4)
+    total, _ = density.log_prob_and_scores({"data": latents}, batch, (x,), {})
+    rows, _ = density.log_prob_and_scores({"data": latents}, batch, (x,), {}, per_row="data")
+    assert rows.shape == (5, 8)
+    torch.testing.assert_close(rows.sum(-1) * 30 / 8, total)
+    # A row's terms depend on its own latents only.
+    moved = latents.clone()
+    moved[:, 0] += 1.0
+    rows_moved, _ = density.log_prob_and_scores({"data": moved}, batch, (x,), {}, per_row="data")
+    torch.testing.assert_close(rows_moved[:, 1:], rows[:, 1:])
+    assert not torch.allclose(rows_moved[:, 0], rows[:, 0])

@@ -9,7 +9,7 @@ from local_models import FactorAnalysis
 from pyro.infer import SVI, Predictive, Trace_ELBO
 from torch import nn
 
-from pyro_stein import AmortizedSVGD, AutoAmortizedSampler, CTFDistillation
+from pyro_stein import AmortizedSVGD, AutoAmortizedSampler
 from pyro_stein.glue.autoguide import guide_param_prefix
 
 
@@ -58,13 +58,11 @@ def test_an_encoder_for_a_plate_without_observations_gets_the_row_indices():
     assert guide(torch.tensor(0.0))["effect"].shape == (10,)
 
 
-def test_density_losses_and_the_other_engine_are_refused_with_what_to_use():
+def test_density_losses_and_vectorized_predictive_are_refused_with_what_to_use():
     x = torch.randn(40)
     guide = AutoAmortizedSampler(normal_codes, hidden_dims=(8,))
     with pytest.raises(NotImplementedError, match="AmortizedSVGD"):
         SVI(normal_codes, guide, pyro.optim.Adam({"lr": 0.01}), loss=Trace_ELBO()).step(x)
-    with pytest.raises(NotImplementedError, match="does not train samplers of local latents yet"):
-        SVI(normal_codes, guide, pyro.optim.Adam({"lr": 0.01}), loss=CTFDistillation(num_particles=32)).step(x)
     with pytest.raises(NotImplementedError, match="parallel=False"):
         Predictive(normal_codes, guide=guide, num_samples=3, parallel=True)(x)
 

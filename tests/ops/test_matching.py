@@ -172,3 +172,16 @@ def test_random_projections_are_haar_distributed():
     assert abs(first.mean()) < 5 * math.sqrt(1 / 3 / n)
     assert abs(first.pow(2).mean() - 1 / 3) < 5 * math.sqrt(4 / 45 / n)  # Var(U^2) = 1/5 - 1/9
     assert abs((first > 0).double().mean() - 0.5) < 5 * math.sqrt(0.25 / n)
+
+
+def test_groups_are_matched_separately():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 50, 2, generator=generator, dtype=DTYPE)
+    y = torch.randn(4, 70, 2, generator=generator, dtype=DTYPE) * torch.arange(1.0, 5.0, dtype=DTYPE).reshape(4, 1, 1)
+    projections = random_projections(2, 8, dtype=DTYPE, generator=generator)
+    direction, distance = sliced_wasserstein_direction(x, y, projections)
+    assert direction.shape == (4, 50, 2) and distance.shape == (4,)
+    for group in range(4):
+        alone, alone_distance = sliced_wasserstein_direction(x[group], y[group], projections)
+        torch.testing.assert_close(direction[group], alone)
+        torch.testing.assert_close(distance[group], alone_distance)
