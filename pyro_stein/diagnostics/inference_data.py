@@ -34,7 +34,7 @@ from ..glue.autoguide import is_set_up
 from ..glue.density import UnconstrainedLogDensity, layout_of
 from ..glue.layout import LatentLayout, feasible_trace
 from ..glue.model_outputs import BATCH_SIZE, ModelRunner, SubsamplePlan, mcmc_inputs, plate_dims
-from ..guides.protocols import LatentSampler
+from ..guides.protocols import LatentSampler, LocalParticleSampler
 from ..ops.caller import warn
 from .ksd import ksd_of_latents
 
@@ -169,6 +169,11 @@ def _to_inference_data(
 ) -> Any:
     if isinstance(source, MCMC):
         return from_mcmc(source, *args, model=model, coords=coords, dims=dims, ksd=ksd, **kwargs)
+    if isinstance(source, LocalParticleSampler):
+        raise NotImplementedError(
+            "to_inference_data does not cover local latents (an AutoAmortizedSampler) yet; draw them with "
+            "result.sample(n) or guide.sample_posterior(n, *args), or Predictive(model, guide=guide, num_samples=n)"
+        )
     if model is None:
         raise TypeError("pass the model: to_inference_data(guide, model, *args, **kwargs)")
     if isinstance(source, Mapping):

@@ -20,7 +20,9 @@ from torch.distributions import transform_to
 from ..diagnostics.inference_data import to_inference_data
 from ..diagnostics.reliability import Reliability
 from ..engines import Engine
+from ..guides.amortized_sampler import AutoAmortizedSampler
 from ..guides.neural_sampler import AutoNeuralSampler
+from ..guides.protocols import LocalParticleSampler
 from .convergence import Convergence
 
 __all__ = ["FitResult"]
@@ -70,7 +72,7 @@ class FitResult:
     """
 
     model: Callable
-    guide: AutoNeuralSampler | AutoContinuous
+    guide: AutoNeuralSampler | AutoAmortizedSampler | AutoContinuous
     engine: Engine | ELBO
     optim: pyro.optim.PyroOptim
     args: tuple
@@ -157,10 +159,14 @@ class FitResult:
             yield
 
     def sample(self, num_samples: int) -> dict[str, torch.Tensor]:
-        """``{site: tensor(num_samples, *site_shape)}`` of constrained latent draws."""
+        """``{site: tensor(num_samples, *site_shape)}`` of constrained latent draws; for local
+        latents, those of every row of the training data (the data plate's dimension as long
+        as its full size)."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         with self.param_scope():
+            if isinstance(self.guide, LocalParticleSampler):
+                return self.guide.sample_posterior(num_samples, *self.args, **self.kwargs)
             return self.guide.sample_posterior(num_samples)
 
     def to_arviz(self, num_samples: int = 4000, **kwargs: Any) -> Any:

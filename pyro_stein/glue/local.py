@@ -17,7 +17,7 @@ which is the score of its datapoint's conditional posterior.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -29,6 +29,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import biject_to
 
+from ..ops.dimensions import HIGH_DIMENSION
 from .layout import PARTICLE_PLATE, check_model_args, latent_dtype, max_plate_nesting
 from .site_checks import (
     observations_in_support,
@@ -269,6 +270,59 @@ class LocalStructure:
             next((site["value"].device for _, site in latents), torch.device("cpu")),
             any(site["type"] == "param" for site in trace.nodes.values()),
         )
+
+    @classmethod
+    def detect(cls, model: Callable[..., Any], args: tuple, kwargs: dict) -> LocalStructure | None:
+        """The model's `LocalStructure` where an amortized sampler of local latents is the
+        right guide, else ``None``: some data plate's latents are subsampled, or number at
+        least ``HIGH_DIMENSION`` coordinates in all (as one joint vector they would be a
+        high-dimensional posterior whose rows are independent), and no latent lies outside
+        the data plates (global latents beside local ones are not supported yet).
+
+        Raises:
+            ValueError: as `from_model()`, for a local latent it cannot serve (say, in a
+                subsampled plate without observations).
+        """
+        with poutine.block(), pyro.validation_enabled(False):
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
+        observed, latent = set(), set()
+        for site in trace.nodes.values():
+            if site["type"] == "sample" and not site_is_subsample(site):
+                plates = {frame.name for frame in site["cond_indep_stack"] if frame.vectorized}
+                (observed if site["is_observed"] else latent).update(plates)
+        subsampled_latent = any(
+            (frame.full_size or frame.size) != frame.size
+            for _, site in trace.iter_stochastic_nodes()
+            if not site_is_subsample(site)
+            for frame in site["cond_indep_stack"]
+        )
+        if not (latent & observed) and not subsampled_latent:
+            return None
+        structure = cls.from_model(model, args, kwargs)
+        if structure.global_sites or not structure.plates:
+            return None
+        coordinates = sum(plate.subsample_size * plate.latent_size for plate in structure.plates.values())
+        if any(plate.subsampled for plate in structure.plates.values()) or coordinates >= HIGH_DIMENSION:
+            return structure
+        return None
+
+    def every_row(self, model: Callable[..., Any], args: tuple, kwargs: dict) -> Iterator[dict[str, Rows]]:
+        """Minibatches that cover every row of every data plate once, in order: consecutive
+        runs of the plate's subsample size (the last one ends at the last row, its first
+        rows repeating the previous minibatch's are dropped)."""
+        if len(self.plates) != 1:
+            raise NotImplementedError(f"every_row() covers one data plate; the model has {sorted(self.plates)}")
+        (plate,) = self.plates.values()
+        probe = self.minibatch(model, args, kwargs)[plate.name]  # these arguments' sizes, not the prototype's
+        size, batch = probe.size, len(probe.indices)
+        counted = 0
+        for start in range(0, size, batch):
+            first = min(start, size - batch)
+            indices = torch.arange(first, first + batch, device=self.device)
+            rows = self.minibatch(poutine.condition(model, data={plate.name: indices}), args, kwargs)[plate.name]
+            keep = indices >= counted
+            counted = first + batch
+            yield {plate.name: Rows(indices[keep], rows.size, rows.observations[keep])}
 
     def minibatch(self, model: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, Rows]:
         """One run of the model (hidden from outer handlers, its latents drawn from their

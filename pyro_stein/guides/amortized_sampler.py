@@ -272,19 +272,44 @@ class AutoAmortizedSampler(LocalLatentGuide):
         with self.parameters_in_pyro():
             return self.encoders[plate](self._inputs(data_plate, rows), noise)
 
+    @property
+    def config(self) -> dict[str, object]:
+        """The guide's options (what a checkpoint records of it)."""
+        return {
+            "local_plates": self.local_plates,
+            "encoder": {name: type(module).__name__ for name, module in self.user_encoders.items()},
+            "hidden_dims": self.hidden_dims,
+            "activation": self.activation.__name__,
+            "init_scale": self.init_scale,
+        }
+
     @torch.no_grad()
-    def sample_posterior(self, num_samples: int, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
-        """Posterior draws of every local site for the rows the model evaluates with these
-        arguments (all rows, where the plate is not subsampled).
+    def sample_posterior(self, num_samples: int, *args: Any, every_row: bool = True, **kwargs: Any) -> dict[str, Tensor]:
+        """Posterior draws of every local site for the model called with ``args`` and
+        ``kwargs``.
+
+        Args:
+            num_samples: draws per row.
+            *args, **kwargs: the model's arguments (the data whose rows to draw for).
+            every_row: draw for every row of the data plate, through consecutive
+                minibatches of its subsample size (one data plate); ``False``: for the
+                rows of one minibatch, as the model draws them.
 
         Returns:
-            ``{site: (num_samples, *site_shape)}`` in constrained space.
+            ``{site: (num_samples, *site_shape)}`` in constrained space, the data plate's
+            dimension as long as the rows drawn for.
         """
-        batch = self.minibatch(args, kwargs)
-        draws = {}
-        for name, plate in self.structure.plates.items():
-            latents, _, _ = self.rsample_local(name, batch[name], num_samples)
-            for site in plate.sites:
-                value = site.rows_to_value(plate.split_rows(latents)[site.name], site.batch_rank)
-                draws[site.name] = biject_to(site.support)(value)
-        return draws
+        self.setup(*args, **kwargs)
+        if every_row:
+            batches = list(self.structure.every_row(self.model, args, kwargs))
+        else:
+            batches = [self.minibatch(args, kwargs)]
+        draws: dict[str, list[Tensor]] = {}
+        for batch in batches:
+            for name, plate in self.structure.plates.items():
+                latents, _, _ = self.rsample_local(name, batch[name], num_samples)
+                for site in plate.sites:
+                    value = site.rows_to_value(plate.split_rows(latents)[site.name], site.batch_rank)
+                    draws.setdefault(site.name, []).append(biject_to(site.support)(value))
+        sites = {site.name: site for plate in self.structure.plates.values() for site in plate.sites}
+        return {name: torch.cat(parts, 1 + sites[name].row_index) for name, parts in draws.items()}
