@@ -392,6 +392,7 @@ class LocalLogDensity:
         *,
         retain_graph: bool = False,
         per_row: str | None = None,
+        scores: bool = True,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The log joint at ``K`` particles, and the local scores.
 
@@ -408,6 +409,8 @@ class LocalLogDensity:
                 of the log joint, ``(K, B)``: the log density, up to a constant, of each
                 row's conditional posterior, whose Metropolis tests are then independent.
                 Terms outside the plate are left out.
+            scores: compute the scores (``False``: the log densities only, ``{}`` for the
+                scores, without autograd).
 
         Returns:
             ``(log_p (K,), {plate: (K, B, latent_size)})``: the log joint with every
@@ -417,7 +420,7 @@ class LocalLogDensity:
         """
         structure = self.structure
         rank = structure.max_plate_nesting + 1
-        leaves = {plate: value.detach().requires_grad_(True) for plate, value in rows.items()}
+        leaves = {plate: value.detach().requires_grad_(scores) for plate, value in rows.items()}
         num = next(iter(leaves.values())).shape[0]
         values: dict[str, Tensor] = {}
         total = next(iter(leaves.values())).new_zeros(num)
@@ -433,7 +436,7 @@ class LocalLogDensity:
             term = term.movedim(plate_dim, 1)
             rows_total = rows_total + term.reshape(*term.shape[:2], -1).sum(-1) / scale
 
-        with torch.enable_grad(), pyro.validation_enabled(False):
+        with torch.set_grad_enabled(scores or retain_graph), pyro.validation_enabled(False):
             for plate in structure.plates.values():
                 scale = batch[plate.name].scale
                 for site, part in zip(plate.sites, plate.split_rows(leaves[plate.name]).values()):
@@ -458,8 +461,8 @@ class LocalLogDensity:
                 total = total + sum_per_particle(term, num, rank, total)
                 if row_plate is not None and any(frame.name == per_row for frame in site["cond_indep_stack"]):
                     add_rows(term, row_plate.dim, batch[per_row].scale)
-            grads = torch.autograd.grad(total.sum(), list(leaves.values()), retain_graph=retain_graph)
-        scores = {plate: grad / batch[plate].scale for plate, grad in zip(leaves, grads)}
+            grads = torch.autograd.grad(total.sum(), list(leaves.values()), retain_graph=retain_graph) if scores else ()
+        row_scores = {plate: grad / batch[plate].scale for plate, grad in zip(leaves, grads)}
         if rows_total is not None:
-            return rows_total.detach(), scores
-        return (total if retain_graph else total.detach()), scores
+            return rows_total.detach(), row_scores
+        return (total if retain_graph else total.detach()), row_scores
