@@ -68,7 +68,8 @@ def importance_log_likelihood(
             these arguments (pass the whole test set as one batch).
         guide: any guide that draws those latents, ``Predictive``-style (an
             [`AutoAmortizedSampler`][pyro_stein.AutoAmortizedSampler], a Pyro encoder guide).
-        *args, **kwargs: the model's arguments (the data).
+        *args: the model's positional arguments (the data).
+        **kwargs: its keyword arguments.
         num_samples: importance samples per row.
         num_guide_draws: guide draws per row from which each row's proposal is fitted.
         df: the proposal's degrees of freedom (above 2).

@@ -179,7 +179,9 @@ class LocalStructure:
         """Trace ``model`` once and find its data plates.
 
         Args:
-            model, args, kwargs: the model and its arguments.
+            model: the model.
+            args: its positional arguments.
+            kwargs: its keyword arguments.
             local_plates: the plates whose latent sites are local; default every plate
                 that holds a latent site and an observed site.
             encoded_without_observations: plates whose encoder the user supplies, so that
@@ -369,9 +371,10 @@ class LocalLogDensity:
         >>> batch = structure.minibatch(model, (x,), {})
         >>> density = LocalLogDensity(model, structure)
         >>> log_p, scores = density.log_prob_and_scores({"data": torch.zeros(3, 4, 1)}, batch, (x,), {})
-        >>> log_p.shape, scores["data"].shape
+        >>> row_scores, rows = scores["data"], batch["data"]
+        >>> log_p.shape, row_scores.shape
         (torch.Size([3]), torch.Size([3, 4, 1]))
-        >>> torch.allclose(scores["data"][0, :, 0], x[batch["data"].indices])  # d/dz of the conditional at z = 0
+        >>> torch.allclose(row_scores[0, :, 0], x[rows.indices])  # d/dz of the conditional at z = 0
         True
     """
 
@@ -402,7 +405,8 @@ class LocalLogDensity:
                 followed: the scores are returned instead).
             batch: ``{plate: Rows}``, the rows of the minibatch (from
                 `LocalStructure.minibatch()`).
-            args, kwargs: the model's arguments.
+            args: the model's positional arguments.
+            kwargs: its keyword arguments.
             retain_graph: keep the log joint's graph for the model's parameters (amortized
                 maximum likelihood differentiates it once more).
             per_row: a data plate: return each of its rows' own terms (unscaled) instead

@@ -51,7 +51,10 @@ class PlateEncoder(nn.Module):
         hidden: the residual network's hidden width (``0``: no residual network).
         activation: its activation.
         init_scale: ``L`` at initialisation (times the identity).
-        input_loc, input_scale: the inputs are standardised with these first.
+        input_loc: the inputs are standardised with this location first ...
+        input_scale: ... and this scale.
+        skip_inputs: the width of a linear path from the standardised inputs to ``m``
+            (``0``: none; inputs that are row indices have none).
     """
 
     def __init__(
@@ -290,7 +293,8 @@ class AutoAmortizedSampler(LocalLatentGuide):
 
         Args:
             num_samples: draws per row.
-            *args, **kwargs: the model's arguments (the data whose rows to draw for).
+            *args: the model's positional arguments (the data whose rows to draw for).
+            **kwargs: its keyword arguments.
             every_row: draw for every row of the data plate, through consecutive
                 minibatches of its subsample size (one data plate); ``False``: for the
                 rows of one minibatch, as the model draws them.
