@@ -39,7 +39,7 @@ from .site_checks import (
 )
 from .subsample import CheapSubsample
 
-__all__ = ["BATCHING", "Anchor", "GuideModelMismatch", "UnconstrainedLogDensity", "layout_of"]
+__all__ = ["BATCHING", "Anchor", "GuideModelMismatch", "UnconstrainedLogDensity", "constrain", "layout_of"]
 
 #: The most likelihood terms of one observed site that `UnconstrainedLogDensity.log_prob_and_score`
 #: evaluates at once (it splits a batch of particles beyond): about 4 MB per float32 tensor
@@ -138,6 +138,21 @@ class Anchor(NamedTuple):
     point: Tensor
     log_p: Tensor
     score: Tensor
+
+
+def constrain(layout: LatentLayout, latent: Tensor) -> tuple[dict[str, Tensor], list[tuple[str, Tensor]]]:
+    """A latent batch of ``layout`` unpacked into constrained site values and each site's
+    log-Jacobian term (summed over its event dimensions)."""
+    values: dict[str, Tensor] = {}
+    log_jacobians: list[tuple[str, Tensor]] = []
+    for site, unconstrained in layout.unpack_unconstrained(latent):
+        transform = biject_to(site["fn"].support)
+        value = transform(unconstrained)
+        log_jac = transform.log_abs_det_jacobian(unconstrained, value)
+        log_jac = sum_rightmost(log_jac, log_jac.dim() - value.dim() + site["fn"].event_dim)
+        values[site["name"]] = value
+        log_jacobians.append((site["name"], log_jac))
+    return values, log_jacobians
 
 
 class UnconstrainedLogDensity:
@@ -636,17 +651,7 @@ class UnconstrainedLogDensity:
         return self.model
 
     def _constrain(self, latent: Tensor) -> tuple[dict[str, Tensor], list[tuple[str, Tensor]]]:
-        """Unpack a latent batch into constrained site values and log-Jacobian terms."""
-        values: dict[str, Tensor] = {}
-        log_jacobians: list[tuple[str, Tensor]] = []
-        for site, unconstrained in self.layout.unpack_unconstrained(latent):
-            transform = biject_to(site["fn"].support)
-            value = transform(unconstrained)
-            log_jac = transform.log_abs_det_jacobian(unconstrained, value)
-            log_jac = sum_rightmost(log_jac, log_jac.dim() - value.dim() + site["fn"].event_dim)
-            values[site["name"]] = value
-            log_jacobians.append((site["name"], log_jac))
-        return values, log_jacobians
+        return constrain(self.layout, latent)
 
     def _trace(self, values: dict[str, Tensor], args: tuple, kwargs: dict) -> poutine.Trace:
         model = poutine.condition(self._model(), data=values)

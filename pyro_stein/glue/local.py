@@ -25,12 +25,14 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import is_validation_enabled, scale_and_mask, sum_rightmost
+from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import biject_to
 
 from ..ops.dimensions import HIGH_DIMENSION
-from .layout import PARTICLE_PLATE, check_model_args, latent_dtype, max_plate_nesting
+from .initialization import init_to_feasible
+from .layout import PARTICLE_PLATE, check_model_args, feasible_trace, latent_dtype, max_plate_nesting
 from .site_checks import (
     observations_in_support,
     observed_sites_are_tensors,
@@ -193,8 +195,7 @@ class LocalStructure:
                 latent site; a latent site in two subsampled plates.
         """
         check_model_args(args, kwargs)
-        with poutine.block(), pyro.validation_enabled(False):
-            trace = poutine.trace(model).get_trace(*args, **kwargs)
+        trace = feasible_trace(model, args, kwargs)
         observed_sites_are_tensors(trace)
         if is_validation_enabled():
             observations_in_support(trace)
@@ -285,8 +286,7 @@ class LocalStructure:
             ValueError: as `from_model()`, for a local latent it cannot serve (say, in a
                 subsampled plate without observations).
         """
-        with poutine.block(), pyro.validation_enabled(False):
-            trace = poutine.trace(model).get_trace(*args, **kwargs)
+        trace = feasible_trace(model, args, kwargs)
         observed, latent = set(), set()
         for site in trace.nodes.values():
             if site["type"] == "sample" and not site_is_subsample(site):
@@ -327,12 +327,12 @@ class LocalStructure:
             yield {plate.name: Rows(indices[keep], rows.size, rows.observations[keep])}
 
     def minibatch(self, model: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, Rows]:
-        """One run of the model (hidden from outer handlers, its latents drawn from their
-        priors): for each data plate, the `Rows` it evaluates, their observations flattened
+        """One run of the model (hidden from outer handlers, its latents at feasible values,
+        `init_to_feasible`): for each data plate, the `Rows` it evaluates, their observations flattened
         per row and concatenated in the order of the trace (``(B, 0)`` for a plate without
         any)."""
         with poutine.block(), pyro.validation_enabled(False), torch.no_grad():
-            trace = poutine.trace(CheapSubsample()(model)).get_trace(*args, **kwargs)
+            trace = poutine.trace(InitMessenger(init_to_feasible)(CheapSubsample()(model))).get_trace(*args, **kwargs)
         batch: dict[str, Rows] = {}
         for plate in self.plates.values():
             observed = [
