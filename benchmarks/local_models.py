@@ -62,3 +62,27 @@ def train(model, guide, data, steps, *, lr=0.005, particles=16, engine=Amortized
             average.update()
     average.apply()
     return loss
+
+
+def hierarchical_model(y, batch_size=32):
+    """``mu ~ N(0, 10)``, group effects ``z_g ~ N(mu, 1)``, rows ``y_gr ~ N(z_g, 1)``: a
+    global latent beside one local latent per group, the groups subsampled.  Gaussian, so
+    `hierarchical_posterior` is exact."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("groups", y.shape[0], subsample_size=min(batch_size, y.shape[0]), dim=-2) as groups:
+        effect = pyro.sample("effect", dist.Normal(mu, 1.0))
+        with pyro.plate("rows", y.shape[1], dim=-1):
+            pyro.sample("y", dist.Normal(effect, 1.0), obs=y[groups])
+
+
+def hierarchical_posterior(y):
+    """``(mean, sd)`` of ``mu`` and ``(means (G,), sds (G,))`` of the group effects, exact."""
+    rows = y.shape[1]
+    group_means = y.mean(-1)
+    marginal_variance = 1.0 + 1.0 / rows
+    precision = 1.0 / 100.0 + len(y) / marginal_variance
+    mu_mean = float(group_means.sum() / marginal_variance / precision)
+    mu_variance = 1.0 / precision
+    effect_means = (rows * group_means + mu_mean) / (rows + 1)
+    effect_sds = (1.0 / (rows + 1) + mu_variance / (rows + 1) ** 2) ** 0.5 * torch.ones(len(y))
+    return (mu_mean, mu_variance**0.5), (effect_means, effect_sds)

@@ -23,13 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..glue.local import GLOBAL
 from ..ops.dimensions import HIGH_DIMENSION
 from ..ops.grouped_stein import grouped_kernel_gram, grouped_squared_ksd, grouped_stein_direction
 from ..ops.kernels import RadialKernel, RBFKernel
 from ..ops.stein import kernel_gram, moment_direction, squared_ksd, stein_direction
 from .base import LocalRun, ParticleEngine, ParticleRun
 
-__all__ = ["AmortizedSVGD", "DEFAULT_BANDWIDTH_FACTOR"]
+__all__ = ["AmortizedSVGD", "DEFAULT_BANDWIDTH_FACTOR", "LOCAL_DRAWS_PER_GLOBAL"]
 
 #: The default kernel's bandwidth, as a multiple of Liu & Wang's median heuristic.  Wider
 #: than theirs because every batch here is a fresh i.i.d. draw: the kernel then weights
@@ -43,6 +44,11 @@ DEFAULT_BANDWIDTH_FACTOR = 3.0
 #: (``pyro.factor(..., -inf)`` outside a region) kept about 20% of its draws beyond it; at
 #: 10 none (docs/defaults.md).
 INVALID_PULL = 10.0
+
+#: With global latents beside local ones: draws of every row's local latents per global
+#: draw, among which each row's Stein direction is taken (see
+#: `AmortizedSVGD.local_particle_loss`).
+LOCAL_DRAWS_PER_GLOBAL = 8
 
 
 class AmortizedSVGD(ParticleEngine):
@@ -201,37 +207,70 @@ class AmortizedSVGD(ParticleEngine):
         """The surrogate for a guide of local latents: ``num_particles`` draws of every
         row's latents, each row's moved along the Stein direction of its own conditional
         posterior among its own particles (in the coordinates its encoder whitens), and the
-        model's parameters along the gradient of the mean log joint.  Its value is the mean
-        over the rows of their squared-KSD estimates."""
+        model's parameters along the gradient of the mean log joint.
+
+        With global latents, ``num_particles`` global draws, and for each of them
+        `LOCAL_DRAWS_PER_GLOBAL` draws of every row's latents given it: the local draws move
+        along the Stein direction of the row's conditional posterior given that global
+        draw, among the draws that share it (a kernel on the local latents alone, across
+        global draws, would constrain only their mixture over the global draws, and a
+        hierarchical model's groups then followed their population mean twice as closely as
+        they should), and the global draws along the Stein direction among themselves, with
+        the score averaged over their local draws (Fisher's identity: the score of the
+        global latents' marginal posterior).  Its value is the mean over the rows of their
+        squared-KSD estimates."""
         batch = guide.minibatch(args, kwargs)
-        draws = {plate: guide.rsample_local(plate, rows, self.num_particles) for plate, rows in batch.items()}
+        global_draws = guide.rsample_global(self.num_particles)
+        if global_draws is None:
+            groups, per_group, conditioning = 1, self.num_particles, None
+        else:
+            groups, per_group = self.num_particles, LOCAL_DRAWS_PER_GLOBAL
+            # Detached: the global sampler is moved by the global direction alone.
+            conditioning = global_draws[0].detach().repeat_interleave(per_group, 0)
+        draws = {
+            plate: guide.rsample_local(plate, rows, groups * per_group, conditioning) for plate, rows in batch.items()
+        }
         density = run.density
         log_p, scores = density.log_prob_and_scores(
-            {plate: draw[0] for plate, draw in draws.items()}, batch, args, kwargs, retain_graph=density.has_model_params
+            {plate: draw[0] for plate, draw in draws.items()}, batch, args, kwargs,
+            retain_graph=density.has_model_params, global_latents=conditioning,
         )
         for plate, score in scores.items():
             if not (bool(torch.isfinite(score).all()) and bool(torch.isfinite(log_p).all())):
+                where = "global latents" if plate == GLOBAL else f"local latents of plate {plate!r}"
                 raise FloatingPointError(
-                    f"The log density or the score of the local latents of plate {plate!r} is not finite at "
-                    f"{int((~torch.isfinite(score)).any(-1).sum())} of {score.shape[0] * score.shape[1]} particles: "
-                    "lower the learning rate, or check the model's likelihood at the rows of this minibatch."
+                    f"The log density or the score of the {where} is not finite at some of the "
+                    f"{groups * per_group} particles: lower the learning rate, or check the model's likelihood at the "
+                    "rows of this minibatch."
                 )
         surrogate = log_p.new_zeros(())
         figures = []
+        if global_draws is not None:
+            _, global_whitened, global_scale = global_draws
+            global_scores = scores[GLOBAL].reshape(groups, per_group, -1).mean(1) @ global_scale
+            gram = kernel_gram(global_whitened.detach(), self.kernel)
+            direction = stein_direction(global_scores, gram, leave_one_out=self.leave_one_out, invalid_pull=INVALID_PULL)
+            surrogate = surrogate + self.surrogate(global_whitened, direction, None)
         for plate, (_, whitened, scale_tril) in draws.items():
-            # Each row's score in its whitened coordinates, L_b^T s; then rows first: (B, K, d).
-            white_scores = torch.einsum("kbi,bij->bkj", scores[plate], scale_tril)
-            gram = grouped_kernel_gram(whitened.detach().transpose(0, 1), self.kernel)
-            direction = grouped_stein_direction(white_scores, gram, leave_one_out=self.leave_one_out)
+            num, width, dim = whitened.shape
+            # Each row's score in its whitened coordinates, L^T s; then one group per row and
+            # global draw: (B * groups, per_group, d).
+            white_scores = (scores[plate].unsqueeze(-2) @ scale_tril).squeeze(-2)
+
+            def grouped(values: Tensor, width: int = width, dim: int = dim) -> Tensor:
+                return values.reshape(groups, per_group, width, dim).permute(2, 0, 1, 3).reshape(-1, per_group, dim)
+
+            gram = grouped_kernel_gram(grouped(whitened.detach()), self.kernel)
+            direction = grouped_stein_direction(grouped(white_scores), gram, leave_one_out=self.leave_one_out)
             figures.append(
                 torch.stack([
-                    grouped_squared_ksd(white_scores, gram).mean(),
+                    grouped_squared_ksd(grouped(white_scores), gram).mean(),
                     direction.pow(2).sum(-1).mean(),
                     gram.profile.bandwidth.mean(),
                 ])
             )
-            dim = whitened.shape[-1]
-            surrogate = surrogate + self.surrogate(whitened.reshape(-1, dim), direction.transpose(0, 1).reshape(-1, dim), None)
+            direction = direction.reshape(width, groups, per_group, dim).permute(1, 2, 0, 3).reshape(num, width, dim)
+            surrogate = surrogate + self.surrogate(whitened.reshape(-1, dim), direction.reshape(-1, dim), None)
         if density.has_model_params:
             surrogate = surrogate - log_p.mean()
         squared_ksd, stein_force, bandwidth = torch.stack(figures).mean(0).tolist()

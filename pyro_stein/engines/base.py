@@ -138,7 +138,7 @@ class LocalRun:
     density: LocalLogDensity
     step_count: int = 0
     diagnostics: dict[str, float] = field(default_factory=dict)
-    recentering: bool = False
+    recentering: bool = True
     #: The Langevin flow's step size, where the engine runs one (adapted per step).
     step_size: float | None = None
 
@@ -294,7 +294,7 @@ class ParticleEngine(ELBO):
         if run is not None and run.model == model:
             return run
         guide.minibatch(args, kwargs)  # sets the guide up
-        run = LocalRun(model=model, density=LocalLogDensity(model, guide.structure))
+        run = LocalRun(model=model, density=LocalLogDensity(model, guide.structure, guide.global_layout))
         self._runs[guide] = run
         return run
 
@@ -475,6 +475,8 @@ class ParticleEngine(ELBO):
         # refer to the same coordinates.
         if self.recenter_due(run) and isinstance(guide, PreconditionedSampler):
             guide.recenter()
+        elif self.recenter_due(run) and isinstance(guide, LocalParticleSampler):
+            guide.recenter_globals()
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         run.step_count += 1

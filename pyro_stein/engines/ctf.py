@@ -356,6 +356,11 @@ class CTFDistillation(ParticleEngine):
         batch = guide.minibatch(args, kwargs)
         if len(batch) != 1:
             raise NotImplementedError(f"{self.name} trains the local latents of one data plate; the model has {sorted(batch)}")
+        if guide.global_layout is not None:
+            raise NotImplementedError(
+                f"{self.name} does not train global latents beside local ones yet (the model's "
+                f"{list(guide.structure.global_sites)}); use pyro_stein.AmortizedSVGD() as the loss, or engine='asvgd'."
+            )
         ((plate, rows),) = batch.items()
         draws, whitened, scale_tril = guide.rsample_local(plate, rows, self.num_particles)
         num, width, dim = whitened.shape
@@ -369,7 +374,7 @@ class CTFDistillation(ParticleEngine):
 
         def log_prob_and_score(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             row_log_p, scores = density.log_prob_and_scores({plate: unwhiten(w)}, batch, args, kwargs, per_row=plate)
-            white = torch.einsum("kbi,bij->kbj", scores[plate], scale_tril).reshape(-1, dim)
+            white = (scores[plate].unsqueeze(-2) @ scale_tril).squeeze(-2).reshape(-1, dim)
             log_p = row_log_p.reshape(-1)
             return log_p, white, torch.isfinite(log_p) & torch.isfinite(white).all(-1)
 

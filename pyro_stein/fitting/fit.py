@@ -252,8 +252,8 @@ def fit(
       3 Metropolis-adjusted Langevin steps per training step (step size adapted to an
       acceptance rate of 0.9), sliced-Wasserstein distillation, same preconditioning.
     * guide: [`AutoNeuralSampler`][pyro_stein.AutoNeuralSampler] started at the Laplace approximation;
-      for a model whose latents are all local (one per row of a data plate, a plate with
-      observed sites) and subsampled, or number at least 100 coordinates,
+      for a model with local latents (one per row of a data plate, a plate with observed
+      sites), subsampled or numbering at least 100 coordinates,
       [`AutoAmortizedSampler`][pyro_stein.AutoAmortizedSampler] (an encoder per data plate),
       trained with 16 particles a row (``"asvgd"``) or 64 (``"ctf"``, `LOCAL_PARTICLES`) on
       the fixed schedule below, without the reliability checks (they do not cover local

@@ -227,22 +227,53 @@ class LocalLatentGuide(AutoGuide):
                 f"{type(self).__name__} found no local latent site: no plate holds both a latent and an observed "
                 "site. For a model with global latents only, use pyro_stein.AutoNeuralSampler."
             )
-        if self.structure.global_sites:
-            raise NotImplementedError(
-                f"The latent sites {list(self.structure.global_sites)} lie outside the data plates "
-                f"{list(self.structure.plates)}: {type(self).__name__} does not draw global latents beside local ones "
-                "yet. Make them parameters (pyro.param: amortized maximum likelihood fits them), or put every latent "
-                "in the data plate."
-            )
         self.setup_sampler(args, kwargs)
 
     def setup_sampler(self, args: tuple, kwargs: dict) -> None:
         """Build the samplers once the `structure` is known (subclasses)."""
         raise NotImplementedError
 
-    def encode(self, plate: DataPlate, rows: Rows, noise: Tensor) -> Tensor:
+    def global_model(self) -> Callable:
+        """The model with its local sites fixed at their prototype values: what a sampler of
+        the global latents alone is set up on (its layout is theirs, and its log density,
+        evaluated at fixed local values, is deterministic)."""
+        local = {site.name for plate in self.structure.plates.values() for site in plate.sites}
+        values = {name: site["value"].detach() for name, site in self.prototype_trace.nodes.items() if name in local}
+        return poutine.condition(self.model, data=values)
+
+    def _check_prototype(self, part_trace: poutine.Trace) -> None:
+        """Pyro's check, as for `AutoGuideList`, of a part guide (the global latents'
+        sampler) whose master this guide is: its sites are the model's, of the same shapes."""
+        for name, part_site in part_trace.iter_stochastic_nodes():
+            site = self.prototype_trace.nodes.get(name)
+            if site is None or part_site["value"].shape != site["value"].shape:
+                raise ValueError(f"the global latents' sampler has a site {name!r} that the model does not have, or of another shape")
+
+    def _global_plates(self) -> dict[str, Any]:
+        """The plates of the global latents, for a part guide that draws them (Pyro's
+        autoguides read their master's ``plates``)."""
+        local = {site.name for plate in self.structure.plates.values() for site in plate.sites}
+        frames = {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            if name not in local:
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized:
+                        frames[frame.name] = frame
+        return {
+            name: pyro.plate(name, frame.full_size or frame.size, dim=frame.dim, subsample_size=frame.size)
+            for name, frame in frames.items()
+        }
+
+    def draw_globals(self, args: tuple, kwargs: dict) -> Tensor | None:
+        """One draw of the global latents as sample sites of the current trace (with their
+        plates), and the same draw as an unconstrained vector ``(1, D)``; ``None`` without
+        global latents (subclasses that have them)."""
+        return None
+
+    def encode(self, plate: DataPlate, rows: Rows, noise: Tensor, global_latent: Tensor | None = None) -> Tensor:
         """Unconstrained local latents ``(B, plate.latent_size)`` of ``rows``, from standard
-        normal ``noise`` of that shape (subclasses)."""
+        normal ``noise`` of that shape, given the global latents ``(1, D)`` if any
+        (subclasses)."""
         raise NotImplementedError
 
     def minibatch(self, args: tuple, kwargs: dict) -> dict[str, Rows]:
@@ -259,8 +290,10 @@ class LocalLatentGuide(AutoGuide):
             yield
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
-        """One draw of every local site, for the rows the model evaluates."""
+        """One draw of the global latents and of every local site, for the rows the model evaluates."""
         batch = self.minibatch(args, kwargs)
+        self.plates = self._global_plates()
+        global_latent = self.draw_globals(args, kwargs)
         draws: dict[str, Tensor] = {}
         for plate in self.structure.plates.values():
             rows = batch[plate.name]
@@ -279,7 +312,7 @@ class LocalLatentGuide(AutoGuide):
                         "parallel=False (its default)."
                     )
                 with self.parameters_in_pyro():
-                    latents = self.encode(plate, rows, noise.reshape(len(rows.indices), -1))
+                    latents = self.encode(plate, rows, noise.reshape(len(rows.indices), -1), global_latent)
                 for site in plate.sites:
                     part = plate.split_rows(latents)[site.name]
                     value = biject_to(site.support)(site.rows_to_value(part, self.structure.max_plate_nesting))

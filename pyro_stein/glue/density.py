@@ -21,11 +21,10 @@ from typing import Any, NamedTuple
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import is_validation_enabled, scale_and_mask, sum_rightmost
+from pyro.distributions.util import is_validation_enabled, scale_and_mask
 from pyro.infer.autoguide import AutoContinuous
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
-from torch.distributions import biject_to
 
 from ..ops.compiled import CompiledFunction, graph_elements
 from .autoguide import LatentVectorGuide
@@ -39,7 +38,7 @@ from .site_checks import (
 )
 from .subsample import CheapSubsample
 
-__all__ = ["BATCHING", "Anchor", "GuideModelMismatch", "UnconstrainedLogDensity", "constrain", "layout_of"]
+__all__ = ["BATCHING", "Anchor", "GuideModelMismatch", "UnconstrainedLogDensity", "layout_of"]
 
 #: The most likelihood terms of one observed site that `UnconstrainedLogDensity.log_prob_and_score`
 #: evaluates at once (it splits a batch of particles beyond): about 4 MB per float32 tensor
@@ -138,21 +137,6 @@ class Anchor(NamedTuple):
     point: Tensor
     log_p: Tensor
     score: Tensor
-
-
-def constrain(layout: LatentLayout, latent: Tensor) -> tuple[dict[str, Tensor], list[tuple[str, Tensor]]]:
-    """A latent batch of ``layout`` unpacked into constrained site values and each site's
-    log-Jacobian term (summed over its event dimensions)."""
-    values: dict[str, Tensor] = {}
-    log_jacobians: list[tuple[str, Tensor]] = []
-    for site, unconstrained in layout.unpack_unconstrained(latent):
-        transform = biject_to(site["fn"].support)
-        value = transform(unconstrained)
-        log_jac = transform.log_abs_det_jacobian(unconstrained, value)
-        log_jac = sum_rightmost(log_jac, log_jac.dim() - value.dim() + site["fn"].event_dim)
-        values[site["name"]] = value
-        log_jacobians.append((site["name"], log_jac))
-    return values, log_jacobians
 
 
 class UnconstrainedLogDensity:
@@ -651,7 +635,7 @@ class UnconstrainedLogDensity:
         return self.model
 
     def _constrain(self, latent: Tensor) -> tuple[dict[str, Tensor], list[tuple[str, Tensor]]]:
-        return constrain(self.layout, latent)
+        return self.layout.constrain(latent)
 
     def _trace(self, values: dict[str, Tensor], args: tuple, kwargs: dict) -> poutine.Trace:
         model = poutine.condition(self._model(), data=values)

@@ -17,6 +17,7 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.distributions.util import sum_rightmost
 from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.infer.autoguide.utils import helpful_support_errors
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
@@ -214,6 +215,21 @@ class LatentLayout:
             shape = torch.broadcast_shapes(shape, batch_shape + (1,) * event_dim)
             yield site, latent[..., position : position + size].reshape(shape)
             position += size
+
+    def constrain(self, latent: Tensor) -> tuple[dict[str, Tensor], list[tuple[str, Tensor]]]:
+        """A latent batch ``(..., D)`` (padded as in `unpack_unconstrained()`) unpacked into
+        constrained site values and each site's log-Jacobian term, summed over its event
+        dimensions: ``({site: value}, [(site, log |det J|)])``."""
+        values: dict[str, Tensor] = {}
+        log_jacobians: list[tuple[str, Tensor]] = []
+        for site, unconstrained in self.unpack_unconstrained(latent):
+            transform = biject_to(site["fn"].support)
+            value = transform(unconstrained)
+            log_jac = transform.log_abs_det_jacobian(unconstrained, value)
+            log_jac = sum_rightmost(log_jac, log_jac.dim() - value.dim() + site["fn"].event_dim)
+            values[site["name"]] = value
+            log_jacobians.append((site["name"], log_jac))
+        return values, log_jacobians
 
     def unpack(self, latent: Tensor, *, restore: bool = True) -> dict[str, Tensor]:
         """Unconstrained ``(n, D)`` -> constrained ``{site: (n, *site_shape)}`` (the site

@@ -41,7 +41,10 @@ from .site_checks import (
 )
 from .subsample import CheapSubsample
 
-__all__ = ["DataPlate", "LocalLogDensity", "LocalSite", "LocalStructure", "Rows"]
+__all__ = ["GLOBAL", "DataPlate", "LocalLogDensity", "LocalSite", "LocalStructure", "Rows"]
+
+#: The key of the global latents' score in `LocalLogDensity.log_prob_and_scores`'s scores.
+GLOBAL = "_global"
 
 
 class Rows(NamedTuple):
@@ -147,6 +150,23 @@ def _rows_of(value: Tensor, fn: Any, plate_dim: int) -> Tensor:
     return value.movedim(index, 0).reshape(value.shape[index], -1)
 
 
+def _traced(model: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """`feasible_trace()`, or where it fails on a discrete latent site (which has no feasible
+    continuous value), an error naming that site."""
+    try:
+        return feasible_trace(model, args, kwargs)
+    except (ValueError, NotImplementedError) as error:
+        with poutine.block(), pyro.validation_enabled(False):
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
+        for name, site in trace.iter_stochastic_nodes():
+            if not site_is_subsample(site) and site["fn"].support.is_discrete:
+                raise ValueError(
+                    f"Latent site {name!r} is discrete ({type(site['fn']).__name__}); the particle engines handle "
+                    "continuous latents only: marginalize it out in the model (a mixture distribution)."
+                ) from error
+        raise
+
+
 @dataclass(frozen=True)
 class LocalStructure:
     """The data plates of a model and their local latent sites (see the module docstring).
@@ -195,18 +215,12 @@ class LocalStructure:
                 latent site; a latent site in two subsampled plates.
         """
         check_model_args(args, kwargs)
-        trace = feasible_trace(model, args, kwargs)
+        trace = _traced(model, args, kwargs)
         observed_sites_are_tensors(trace)
         if is_validation_enabled():
             observations_in_support(trace)
             site_shapes_agree_with_plates(trace)
         latents = [(name, site) for name, site in trace.iter_stochastic_nodes() if not site_is_subsample(site)]
-        for name, site in latents:
-            if site["fn"].support.is_discrete:
-                raise ValueError(
-                    f"Latent site {name!r} is discrete ({type(site['fn']).__name__}); the particle engines handle "
-                    "continuous latents only: marginalize it out in the model (a mixture distribution)."
-                )
         observed_in: dict[str, list[str]] = {}
         latent_in: dict[str, list[str]] = {}
         frames: dict[str, Any] = {}
@@ -279,14 +293,13 @@ class LocalStructure:
         """The model's `LocalStructure` where an amortized sampler of local latents is the
         right guide, else ``None``: some data plate's latents are subsampled, or number at
         least ``HIGH_DIMENSION`` coordinates in all (as one joint vector they would be a
-        high-dimensional posterior whose rows are independent), and no latent lies outside
-        the data plates (global latents beside local ones are not supported yet).
+        high-dimensional posterior whose rows are independent).
 
         Raises:
             ValueError: as `from_model()`, for a local latent it cannot serve (say, in a
                 subsampled plate without observations).
         """
-        trace = feasible_trace(model, args, kwargs)
+        trace = _traced(model, args, kwargs)
         observed, latent = set(), set()
         for site in trace.nodes.values():
             if site["type"] == "sample" and not site_is_subsample(site):
@@ -301,7 +314,7 @@ class LocalStructure:
         if not (latent & observed) and not subsampled_latent:
             return None
         structure = cls.from_model(model, args, kwargs)
-        if structure.global_sites or not structure.plates:
+        if not structure.plates:
             return None
         coordinates = sum(plate.subsample_size * plate.latent_size for plate in structure.plates.values())
         if any(plate.subsampled for plate in structure.plates.values()) or coordinates >= HIGH_DIMENSION:
@@ -359,6 +372,8 @@ class LocalLogDensity:
     Args:
         model: the Pyro model.
         structure: its `LocalStructure`.
+        global_layout: the layout of its global latents (those outside the data plates),
+            if it has any: a `LatentLayout` of the model with its local sites conditioned.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
@@ -378,9 +393,12 @@ class LocalLogDensity:
         True
     """
 
-    def __init__(self, model: Callable[..., Any], structure: LocalStructure) -> None:
+    def __init__(self, model: Callable[..., Any], structure: LocalStructure, global_layout: Any = None) -> None:
+        if structure.global_sites and global_layout is None:
+            raise ValueError(f"the model has global latents {list(structure.global_sites)}: pass their global_layout")
         self.model = model
         self.structure = structure
+        self.global_layout = global_layout
 
     @property
     def has_model_params(self) -> bool:
@@ -396,6 +414,7 @@ class LocalLogDensity:
         retain_graph: bool = False,
         per_row: str | None = None,
         scores: bool = True,
+        global_latents: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The log joint at ``K`` particles, and the local scores.
 
@@ -415,6 +434,10 @@ class LocalLogDensity:
                 Terms outside the plate are left out.
             scores: compute the scores (``False``: the log densities only, ``{}`` for the
                 scores, without autograd).
+            global_latents: ``(K, D)``, the global latents of each particle in unconstrained
+                space (laid out as ``global_layout``); their score, the gradient of the log
+                joint (its subsampled terms scaled to the full data), is returned under the
+                key `GLOBAL`.
 
         Returns:
             ``(log_p (K,), {plate: (K, B, latent_size)})``: the log joint with every
@@ -425,9 +448,13 @@ class LocalLogDensity:
         structure = self.structure
         rank = structure.max_plate_nesting + 1
         leaves = {plate: value.detach().requires_grad_(scores) for plate, value in rows.items()}
-        num = next(iter(leaves.values())).shape[0]
+        if structure.global_sites and global_latents is None:
+            raise ValueError(f"the model has global latents {list(structure.global_sites)}: pass global_latents")
+        if global_latents is not None:
+            leaves[GLOBAL] = global_latents.detach().requires_grad_(scores)
+        num = next(iter(rows.values())).shape[0]
         values: dict[str, Tensor] = {}
-        total = next(iter(leaves.values())).new_zeros(num)
+        total = next(iter(rows.values())).new_zeros(num)
         row_plate = None if per_row is None else structure.plates[per_row]
         rows_total = None if row_plate is None else total.new_zeros(num, len(batch[per_row].indices))
 
@@ -441,6 +468,13 @@ class LocalLogDensity:
             rows_total = rows_total + term.reshape(*term.shape[:2], -1).sum(-1) / scale
 
         with torch.set_grad_enabled(scores or retain_graph), pyro.validation_enabled(False):
+            if global_latents is not None:
+                dim = global_latents.shape[-1]
+                padded = leaves[GLOBAL].reshape((num,) + (1,) * (rank - 1) + (dim,))
+                global_values, log_jacobians = self.global_layout.constrain(padded)
+                values.update(global_values)
+                for _, term in log_jacobians:
+                    total = total + sum_per_particle(term, num, rank, total)
             for plate in structure.plates.values():
                 scale = batch[plate.name].scale
                 for site, part in zip(plate.sites, plate.split_rows(leaves[plate.name]).values()):
@@ -466,7 +500,7 @@ class LocalLogDensity:
                 if row_plate is not None and any(frame.name == per_row for frame in site["cond_indep_stack"]):
                     add_rows(term, row_plate.dim, batch[per_row].scale)
             grads = torch.autograd.grad(total.sum(), list(leaves.values()), retain_graph=retain_graph) if scores else ()
-        row_scores = {plate: grad / batch[plate].scale for plate, grad in zip(leaves, grads)}
+        row_scores = {plate: grad if plate == GLOBAL else grad / batch[plate].scale for plate, grad in zip(leaves, grads)}
         if rows_total is not None:
             return rows_total.detach(), row_scores
         return (total if retain_graph else total.detach()), row_scores

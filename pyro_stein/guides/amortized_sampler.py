@@ -34,8 +34,10 @@ from torch import Tensor, nn
 from torch.distributions import biject_to
 
 from ..glue.autoguide import LocalLatentGuide
+from ..glue.layout import LatentLayout
 from ..glue.local import DataPlate, Rows
 from ..ops.nn import mlp
+from .neural_sampler import AutoNeuralSampler
 
 __all__ = ["AutoAmortizedSampler", "PlateEncoder"]
 
@@ -55,6 +57,9 @@ class PlateEncoder(nn.Module):
         input_scale: ... and this scale.
         skip_inputs: the width of a linear path from the standardised inputs to ``m``
             (``0``: none; inputs that are row indices have none).
+        global_size: the global latents' coordinates that the draws are conditioned on
+            (``0``: none): they enter the features, ``h = act(f(x) + A theta)``, and ``m``
+            linearly.
     """
 
     def __init__(
@@ -69,9 +74,13 @@ class PlateEncoder(nn.Module):
         input_loc: Tensor,
         input_scale: Tensor,
         skip_inputs: int = 0,
+        global_size: int = 0,
     ) -> None:
         super().__init__()
         self.body = body
+        self.global_features = nn.Linear(global_size, width) if global_size else None
+        self.global_skip = nn.Linear(global_size, latent_size, bias=False) if global_size else None
+        self.activation = activation()
         self.latent_size = latent_size
         self.loc_head = nn.Linear(width, latent_size)
         self.scale_head = nn.Linear(width, latent_size * (latent_size + 1) // 2)
@@ -81,7 +90,7 @@ class PlateEncoder(nn.Module):
         # data (any linear-Gaussian model) is then exact without the body learning it, and
         # data far from the training minibatches are not mapped by the body's saturation.
         self.loc_skip = nn.Linear(skip_inputs, latent_size, bias=False) if skip_inputs else None
-        for head in (self.loc_head, self.scale_head, self.loc_skip):
+        for head in (self.loc_head, self.scale_head, self.loc_skip, self.global_skip):
             if head is None:
                 continue
             nn.init.zeros_(head.weight)
@@ -99,19 +108,29 @@ class PlateEncoder(nn.Module):
         """The inputs standardised by the first minibatch's moments (indices as they are)."""
         return (inputs - self.input_loc) / self.input_scale if inputs.is_floating_point() else inputs
 
-    def loc_and_scale(self, inputs: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-        """``m`` ``(B, d)`` and ``L(h)`` ``(B, d, d)``, lower triangular with a positive
-        diagonal, from standardised inputs and their features."""
+    def loc_and_scale(self, inputs: Tensor, features: Tensor, global_latents: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``m`` ``(..., B, d)`` and ``L(h)`` ``(..., B, d, d)``, lower triangular with a
+        positive diagonal, from standardised inputs ``(B, F)``, their features
+        ``(..., B, width)`` and the global latents ``(K, D)`` if any."""
         d = self.latent_size
         entries = self.scale_head(features)
-        scale = features.new_zeros(features.shape[0], d, d)
-        scale[:, self._rows, self._cols] = entries * d**-0.5
-        diagonal = (entries[:, (self._rows == self._cols).nonzero().squeeze(-1)] + self.log_init_scale).exp()
+        scale = features.new_zeros(*features.shape[:-1], d, d)
+        scale[..., self._rows, self._cols] = entries * d**-0.5
+        diagonal = (entries[..., (self._rows == self._cols).nonzero().squeeze(-1)] + self.log_init_scale).exp()
         scale = scale.tril(-1) + torch.diag_embed(diagonal)
         loc = self.loc_head(features)
         if self.loc_skip is not None:
             loc = loc + self.loc_skip(inputs)
+        if global_latents is not None and self.global_skip is not None:
+            loc = loc + self.global_skip(global_latents).unsqueeze(-2)
         return loc, scale
+
+    def features(self, inputs: Tensor, global_latents: Tensor | None = None) -> Tensor:
+        """``h``: ``(B, width)``, or ``(K, B, width)`` given global latents ``(K, D)``."""
+        features = self.body(inputs)
+        if global_latents is None or self.global_features is None:
+            return features
+        return self.activation(features + self.global_features(global_latents).unsqueeze(-2))
 
     def whitened(self, features: Tensor, noise: Tensor) -> Tensor:
         """``xi + r(h, xi)`` for noise ``(..., B, d)``."""
@@ -119,19 +138,20 @@ class PlateEncoder(nn.Module):
             return noise
         return noise + self.residual(torch.cat([features.expand(*noise.shape[:-1], -1), noise], -1))
 
-    def forward(self, inputs: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Draws ``z`` ``(..., B, d)`` from noise of that shape, their whitened coordinates
+    def forward(
+        self, inputs: Tensor, noise: Tensor, global_latents: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Draws ``z`` ``(..., B, d)`` from noise of that shape (given the global latents
+        ``(K, D)`` of each of the ``K`` leading draws, if any), their whitened coordinates
         ``L^{-1}(z - m)`` with ``m, L`` held fixed (so that they depend on every trained
-        parameter through ``z`` alone, as a preconditioner's do), and ``L`` ``(B, d, d)``,
-        detached."""
+        parameter through ``z`` alone, as a preconditioner's do), and ``L``, detached
+        (``(B, d, d)``, or ``(K, B, d, d)`` given global latents)."""
         inputs = self.standardised(inputs)
-        features = self.body(inputs)
-        loc, scale = self.loc_and_scale(inputs, features)
+        features = self.features(inputs, global_latents)
+        loc, scale = self.loc_and_scale(inputs, features, global_latents)
         latents = loc + (scale @ self.whitened(features, noise).unsqueeze(-1)).squeeze(-1)
         loc, scale = loc.detach(), scale.detach()
-        offset = (latents - loc).movedim(-2, 0).movedim(-1, 1)  # (B, d, ...)
-        whitened = torch.linalg.solve_triangular(scale, offset.reshape(*offset.shape[:2], -1), upper=False)
-        whitened = whitened.reshape(offset.shape).movedim(1, -1).movedim(0, -2)
+        whitened = torch.linalg.solve_triangular(scale, (latents - loc).unsqueeze(-1), upper=False).squeeze(-1)
         return latents, whitened, scale
 
 
@@ -143,8 +163,10 @@ class AutoAmortizedSampler(LocalLatentGuide):
     is local.  It may be subsampled (``pyro.plate("data", N, subsample_size=B)``): a step
     then costs the same whatever ``N``.  The model's own parameters (a ``pyro.module``
     decoder) are trained beside the guide by the engine (amortized maximum likelihood).
-    Global latents beside the local ones are not supported yet (the guide says so, naming
-    them).
+    Global latents beside the local ones (a hierarchical model's population parameters)
+    have a sampler of their own, and each datapoint's encoder is conditioned on them: the
+    two draw the joint posterior, one global draw per particle ([`AmortizedSVGD`][pyro_stein.AmortizedSVGD]
+    only).
 
     Args:
         model: a Pyro model with local latent sites.
@@ -158,6 +180,11 @@ class AutoAmortizedSampler(LocalLatentGuide):
             last.  Default ``(128, 128)``.
         activation: the networks' activation.
         init_scale: every local latent starts at ``N(0, init_scale^2)`` in unconstrained space.
+        global_init_scale: the global latents' sampler (an
+            [`AutoNeuralSampler`][pyro_stein.AutoNeuralSampler] of the model with its local
+            sites held fixed) starts at the sites' initial values with this isotropic
+            scale in unconstrained space (a Laplace start would need the local latents'
+            posterior); its preconditioner is re-centred as the engine trains it.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
@@ -193,9 +220,13 @@ class AutoAmortizedSampler(LocalLatentGuide):
         hidden_dims: Sequence[int] = (128, 128),
         activation: type[nn.Module] = nn.SiLU,
         init_scale: float = 1.0,
+        global_init_scale: float = 0.1,
     ) -> None:
         if not (isinstance(init_scale, (int, float)) and init_scale > 0):
             raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+        if not (isinstance(global_init_scale, (int, float)) and global_init_scale > 0):
+            raise ValueError(f"global_init_scale must be a positive number, got {global_init_scale!r}")
+        self.global_init_scale = float(global_init_scale)
         hidden_dims = tuple(int(h) for h in hidden_dims)
         if not hidden_dims or any(h < 1 for h in hidden_dims):
             raise ValueError(f"hidden_dims must be one or more positive integers, got {hidden_dims!r}")
@@ -241,39 +272,86 @@ class AutoAmortizedSampler(LocalLatentGuide):
                 body, width, plate.latent_size, hidden=self.hidden_dims[-1], activation=self.activation,
                 init_scale=self.init_scale, input_loc=loc, input_scale=scale,
                 skip_inputs=inputs.shape[-1] if inputs.is_floating_point() else 0,
+                global_size=self._global_size(args, kwargs),
             ).to(**options)
         modules = nn.ModuleDict(encoders)
         to_pyro_module_(modules)  # their parameters then go through pyro.param, as SVI needs
         self.encoders = modules
+        if structure.global_sites:
+            # Assigned before it is set up, so that its parameters are named (and trained) as this guide's.
+            self.global_sampler = AutoNeuralSampler(self.global_model(), init_scale=self.global_init_scale)
+            self.global_sampler.setup(*args, **kwargs)
 
     @staticmethod
     def _inputs(plate: DataPlate, rows: Rows) -> Tensor:
         return rows.observations if plate.observed else rows.indices
 
     # ------------------------------------------------------------------ sampling
-    def encode(self, plate: DataPlate, rows: Rows, noise: Tensor) -> Tensor:
-        """Unconstrained local latents ``(B, latent_size)`` of ``rows`` from noise of that shape."""
-        return self.encoders[plate.name](self._inputs(plate, rows), noise)[0]
+    def _global_size(self, args: tuple, kwargs: dict) -> int:
+        if not self.structure.global_sites:
+            return 0
+        return LatentLayout(self.global_model(), *args, **kwargs).latent_dim
 
-    def rsample_local(self, plate: str, rows: Rows, num_particles: int) -> tuple[Tensor, Tensor, Tensor]:
+    def encode(self, plate: DataPlate, rows: Rows, noise: Tensor, global_latent: Tensor | None = None) -> Tensor:
+        """Unconstrained local latents ``(B, latent_size)`` of ``rows`` from noise of that
+        shape, given the global latents ``(1, D)`` if any."""
+        draws = noise if global_latent is None else noise.unsqueeze(0)  # one global draw: a leading draw dim
+        latents = self.encoders[plate.name](self._inputs(plate, rows), draws, global_latent)[0]
+        return latents.reshape(noise.shape)
+
+    def draw_globals(self, args: tuple, kwargs: dict) -> Tensor | None:
+        """One draw of the global latents, as the model's sample sites (by the global
+        sampler, an `AutoNeuralSampler`), and as an unconstrained vector ``(1, D)``."""
+        if not self.structure.global_sites:
+            return None
+        values = self.global_sampler(*args, **kwargs)
+        return self.global_sampler.layout.pack({name: value.unsqueeze(0) for name, value in values.items()})
+
+    def rsample_global(self, num_particles: int) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``num_particles`` reparameterized draws of the global latents: ``(theta (K, D),
+        whitened (K, D), L (D, D))`` in the global sampler's preconditioned coordinates
+        ``w = L^{-1}(theta - m)``; ``None`` without global latents."""
+        if not self.structure.global_sites:
+            return None
+        theta, whitened = self.global_sampler.rsample_latent_batch(num_particles, return_whitened=True)
+        return theta, whitened, self.global_sampler.preconditioner[1]
+
+    @property
+    def global_layout(self) -> LatentLayout | None:
+        """The layout of the global latents (those outside the data plates), ``None`` without them."""
+        if self.structure is None or not self.structure.global_sites:
+            return None
+        return self.global_sampler.layout
+
+    def recenter_globals(self) -> None:
+        """Re-centre the global sampler's preconditioner (see `AutoNeuralSampler.recenter`);
+        nothing without global latents."""
+        if self.structure is not None and self.structure.global_sites:
+            self.global_sampler.recenter()
+
+    def rsample_local(
+        self, plate: str, rows: Rows, num_particles: int, global_latents: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``num_particles`` reparameterized draws of every row's local latents.
 
         Args:
             plate: the data plate.
             rows: its rows (from `minibatch()`).
             num_particles: draws per row.
+            global_latents: ``(K, D)``, the global latents of each draw (from
+                `rsample_global()`), where the model has them.
 
         Returns:
             ``(z, w, L)``: unconstrained draws ``(K, B, d)``, their whitened coordinates
             ``L^{-1}(z - m)`` ``(K, B, d)``, differentiable in the guide's parameters, and
-            each row's scale ``L`` ``(B, d, d)``, detached.
+            each row's scale ``L`` ``(B, d, d)`` (``(K, B, d, d)`` given global latents), detached.
         """
         data_plate = self.structure.plates[plate]
         noise = torch.randn(
             num_particles, len(rows.indices), data_plate.latent_size, dtype=self.structure.dtype, device=self.structure.device
         )
         with self.parameters_in_pyro():
-            return self.encoders[plate](self._inputs(data_plate, rows), noise)
+            return self.encoders[plate](self._inputs(data_plate, rows), noise, global_latents)
 
     @property
     def config(self) -> dict[str, object]:
@@ -284,12 +362,13 @@ class AutoAmortizedSampler(LocalLatentGuide):
             "hidden_dims": self.hidden_dims,
             "activation": self.activation.__name__,
             "init_scale": self.init_scale,
+            "global_init_scale": self.global_init_scale,
         }
 
     @torch.no_grad()
     def sample_posterior(self, num_samples: int, *args: Any, every_row: bool = True, **kwargs: Any) -> dict[str, Tensor]:
-        """Posterior draws of every local site for the model called with ``args`` and
-        ``kwargs``.
+        """Posterior draws of every local site (and global site, jointly) for the model
+        called with ``args`` and ``kwargs``.
 
         Args:
             num_samples: draws per row.
@@ -309,11 +388,16 @@ class AutoAmortizedSampler(LocalLatentGuide):
         else:
             batches = [self.minibatch(args, kwargs)]
         draws: dict[str, list[Tensor]] = {}
+        global_draws = self.rsample_global(num_samples)
+        theta = None if global_draws is None else global_draws[0]
         for batch in batches:
             for name, plate in self.structure.plates.items():
-                latents, _, _ = self.rsample_local(name, batch[name], num_samples)
+                latents, _, _ = self.rsample_local(name, batch[name], num_samples, theta)
                 for site in plate.sites:
                     value = site.rows_to_value(plate.split_rows(latents)[site.name], site.batch_rank)
                     draws.setdefault(site.name, []).append(biject_to(site.support)(value))
         sites = {site.name: site for plate in self.structure.plates.values() for site in plate.sites}
-        return {name: torch.cat(parts, 1 + sites[name].row_index) for name, parts in draws.items()}
+        result = {name: torch.cat(parts, 1 + sites[name].row_index) for name, parts in draws.items()}
+        if theta is not None:
+            result.update(self.global_sampler.layout.unpack(theta))
+        return result

@@ -75,10 +75,26 @@ class LocalParticleSampler(Protocol):
 
     structure: LocalStructure
 
+    @property
+    def global_layout(self) -> LatentLayout | None:
+        """The layout of the global latents (outside the data plates), or ``None``."""
+        ...
+
     def minibatch(self, args: tuple, kwargs: dict) -> dict[str, Rows]:
         """The rows the model evaluates next, and their observations, per data plate."""
         ...
 
-    def rsample_local(self, plate: str, rows: Rows, num_particles: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``(z (K, B, d), whitened (K, B, d), scale (B, d, d))`` with ``z = m + scale @ whitened``."""
+    def rsample_local(
+        self, plate: str, rows: Rows, num_particles: int, global_latents: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(z (K, B, d), whitened (K, B, d), scale)`` with ``z = m + scale @ whitened``,
+        ``scale`` ``(B, d, d)`` or, given global latents ``(K, D)``, ``(K, B, d, d)``."""
+        ...
+
+    def rsample_global(self, num_particles: int) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(theta (K, D), whitened (K, D), L (D, D))`` of the global latents, or ``None``."""
+        ...
+
+    def recenter_globals(self) -> None:
+        """Re-centre the global latents' preconditioner (if any) on their current draws."""
         ...

@@ -9,7 +9,7 @@ from local_models import FactorAnalysis
 from pyro.infer import SVI, Predictive, Trace_ELBO
 from torch import nn
 
-from pyro_stein import AmortizedSVGD, AutoAmortizedSampler
+from pyro_stein import AmortizedSVGD, AutoAmortizedSampler, CTFDistillation
 from pyro_stein.glue.autoguide import guide_param_prefix
 
 
@@ -67,15 +67,23 @@ def test_density_losses_and_vectorized_predictive_are_refused_with_what_to_use()
         Predictive(normal_codes, guide=guide, num_samples=3, parallel=True)(x)
 
 
-def test_global_latents_beside_local_ones_are_named():
+def test_global_latents_are_drawn_beside_the_local_ones():
     def model(x):
         mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
-        with pyro.plate("data", len(x), subsample_size=8) as rows:
+        with pyro.plate("data", len(x), subsample_size=min(8, len(x))) as rows:
             z = pyro.sample("z", dist.Normal(mu, 1.0))
             pyro.sample("x", dist.Normal(z, 1.0), obs=x[rows])
 
-    with pytest.raises(NotImplementedError, match=r"\['mu'\] lie outside the data plates"):
-        AutoAmortizedSampler(model)(torch.randn(20))
+    guide = AutoAmortizedSampler(model, hidden_dims=(8,))
+    x = torch.randn(20)
+    assert guide.global_layout is None  # not set up yet
+    draws = Predictive(model, guide=guide, num_samples=3)(x)
+    assert draws["mu"].shape == (3, 1) and draws["z"].shape == (3, 8)  # Predictive pads global sites to the plates
+    assert list(guide.global_layout.site_shapes) == ["mu"]
+    posterior = guide.sample_posterior(5, x)
+    assert posterior["mu"].shape == (5,) and posterior["z"].shape == (5, 20)
+    with pytest.raises(NotImplementedError, match=r"does not train global latents beside local ones yet \(the model's \['mu'\]\)"):
+        SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), loss=CTFDistillation(num_particles=32)).step(x)
 
 
 def test_bad_options_are_refused():
