@@ -17,6 +17,7 @@ EXPECTED_OUTPUT = {
     "logistic_regression.py": ["NUTS reference: 2000 draws", "lpd/tumour", "AutoMultivariateNormal"],
     "eight_schools.py": ["divergent transitions", "CTF, centered", "Amortized SVGD, non-centered"],
     "multimodal_2d.py": ["right-mode mass", "SVGD particles (Pyro)", "CTF distillation"],
+    "vae_digits.py": ["AutoAmortizedSampler", "Stein VAE: test log-likelihood", "Trace_ELBO VAE: test log-likelihood"],
 }
 
 
