@@ -363,6 +363,7 @@ def fit(
     if seed is not None:
         pyro.set_rng_seed(seed)
     guide_is_default, optim_is_default = guide is None, optim is None
+    _refuse_engine_options(model, kwargs)  # before the model first runs (choosing the guide runs it)
     if guide is None:
         guide = AutoAmortizedSampler(model) if LocalStructure.detect(model, args, kwargs) is not None else AutoNeuralSampler(model)
     engine = _make_engine(engine, local=isinstance(guide, LocalParticleSampler))
@@ -378,7 +379,6 @@ def fit(
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer (steps between checkpoints), got {checkpoint_every!r}")
     path = None if checkpoint is None else _checkpoint_path(checkpoint)
-    _refuse_engine_options(model, kwargs)
     average_last = DEFAULTS["average_last"] if average_last is None else average_last
     if not 0.0 <= average_last <= 1.0:
         raise ValueError(f"average_last must lie in [0, 1], got {average_last!r}")
