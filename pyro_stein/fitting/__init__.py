@@ -3,7 +3,17 @@ result [`FitResult`][pyro_stein.FitResult], its own budget (`convergence`), chec
 and the averaged tail."""
 
 from .convergence import Convergence
-from .fit import CONVERGENCE, DEFAULTS, ENGINES, KSD_DRAWS, fit
+from .fit import CONVERGENCE, DEFAULTS, ENGINES, KSD_DRAWS, LOCAL_PARTICLES, LOCAL_WITH_GLOBAL_STEPS, fit
 from .result import FitResult
 
-__all__ = ["CONVERGENCE", "DEFAULTS", "ENGINES", "KSD_DRAWS", "Convergence", "FitResult", "fit"]
+__all__ = [
+    "CONVERGENCE",
+    "DEFAULTS",
+    "ENGINES",
+    "KSD_DRAWS",
+    "LOCAL_PARTICLES",
+    "LOCAL_WITH_GLOBAL_STEPS",
+    "Convergence",
+    "FitResult",
+    "fit",
+]

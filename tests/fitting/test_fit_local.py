@@ -6,11 +6,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 from interrupts import press_ctrl_c_at_step
-from local_models import FactorAnalysis
+from local_models import FactorAnalysis, hierarchical_model
 from pyro.infer import Predictive
 from test_fit import assert_same_run
 
 import pyro_stein
+import pyro_stein.fitting
 from pyro_stein import AutoAmortizedSampler, AutoNeuralSampler
 
 
@@ -81,3 +82,11 @@ def test_a_local_latent_without_observations_fails_naming_it():
 
     with pytest.raises(ValueError, match=r"'code'.*no observed site.*encoder"):
         pyro_stein.fit(model, torch.tensor(0.0), num_steps=2, progress=False)
+
+
+def test_global_latents_beside_local_ones_get_a_longer_default_budget(monkeypatch):
+    monkeypatch.setattr(pyro.infer.SVI, "step", lambda *args, **kwargs: 0.0)  # the budget, not the training
+    result = pyro_stein.fit(hierarchical_model, torch.randn(40, 4), progress=False)
+    assert isinstance(result.guide, AutoAmortizedSampler)
+    assert result.num_steps == pyro_stein.fitting.LOCAL_WITH_GLOBAL_STEPS == 4000
+    assert pyro_stein.fit(hierarchical_model, torch.randn(40, 4), num_steps=7, progress=False).num_steps == 7
