@@ -120,7 +120,7 @@ def importance_log_likelihood(
         parts = []
         for site in plate.sites:
             unconstrained = biject_to(site.support).inv(draws[site.name].to(structure.dtype))
-            parts.append(unconstrained.movedim(1 + site.row_index, 1).reshape(num_guide_draws, len(rows.indices), -1))
+            parts.append(site.value_to_rows(unconstrained))
         latents = torch.cat(parts, -1)  # (M, B, d)
         loc = latents.mean(0)
         centered = latents - loc

@@ -86,9 +86,9 @@ ENGINES: dict[str, Callable[[], Engine]] = {
 
 
 #: Particles per row of a data plate for an engine named by `fit()` on a model with local
-#: latents (``benchmarks/local_latents.py``, factor analysis with exact posteriors): Amortized
-#: SVGD's sd ratios were 0.96-1.04 at 16; CTF's matching of few particles narrows the
-#: sampler, 0.89-0.95 at 32 and 0.94-0.98 at 64.
+#: latents (``benchmarks/local_latents.py``, factor analysis with exact posteriors, at
+#: 3b25373): Amortized SVGD's sd ratios were 0.97-1.04 at 16; CTF's matching of few particles
+#: narrows the sampler, 0.94-0.99 at 64 (0.89-0.95 at 32, measured on an earlier step).
 LOCAL_PARTICLES = {"asvgd": 16, "ctf": 64}
 
 #: `fit()`'s default budget for local latents beside global ones: the encoder learns how

@@ -313,9 +313,9 @@ class LocalLatentGuide(AutoGuide):
                     )
                 with self.parameters_in_pyro():
                     latents = self.encode(plate, rows, noise.reshape(len(rows.indices), -1), global_latent)
+                parts = plate.split_rows(latents)
                 for site in plate.sites:
-                    part = plate.split_rows(latents)[site.name]
-                    value = biject_to(site.support)(site.rows_to_value(part, self.structure.max_plate_nesting))
+                    value = biject_to(site.support)(site.rows_to_value(parts[site.name], self.structure.max_plate_nesting))
                     draws[site.name] = pyro.sample(site.name, dist.Delta(value, event_dim=site.event_dim))
         return draws
 

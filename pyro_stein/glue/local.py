@@ -104,8 +104,12 @@ class LocalSite:
         return value
 
     def value_to_rows(self, value: Tensor) -> Tensor:
-        """Per-row vectors ``(B, row_size)`` from an unconstrained value of the site."""
-        return value.movedim(self.row_index, 0).reshape(value.shape[self.row_index], -1)
+        """Per-row vectors ``(..., B, row_size)`` from unconstrained values of the site
+        ``(..., *site_shape)`` (leading dimensions: draws); the inverse of `rows_to_value()`
+        without particle padding."""
+        lead = value.dim() - len(self.row_shape) - 1
+        value = value.movedim(lead + self.row_index, lead)
+        return value.reshape(*value.shape[: lead + 1], -1)
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,21 @@ class LocalStructure:
                 latent site; a latent site in two subsampled plates.
         """
         check_model_args(args, kwargs)
-        trace = _traced(model, args, kwargs)
+        return cls._from_trace(
+            _traced(model, args, kwargs), args, kwargs, local_plates=local_plates,
+            encoded_without_observations=encoded_without_observations,
+        )
+
+    @classmethod
+    def _from_trace(
+        cls,
+        trace: Any,
+        args: tuple,
+        kwargs: dict,
+        *,
+        local_plates: tuple[str, ...] | None = None,
+        encoded_without_observations: tuple[str, ...] = (),
+    ) -> LocalStructure:
         observed_sites_are_tensors(trace)
         if is_validation_enabled():
             observations_in_support(trace)
@@ -299,6 +317,7 @@ class LocalStructure:
             ValueError: as `from_model()`, for a local latent it cannot serve (say, in a
                 subsampled plate without observations).
         """
+        check_model_args(args, kwargs)
         trace = _traced(model, args, kwargs)
         observed, latent = set(), set()
         for site in trace.nodes.values():
@@ -313,7 +332,7 @@ class LocalStructure:
         )
         if not (latent & observed) and not subsampled_latent:
             return None
-        structure = cls.from_model(model, args, kwargs)
+        structure = cls._from_trace(trace, args, kwargs)
         if not structure.plates:
             return None
         coordinates = sum(plate.subsample_size * plate.latent_size for plate in structure.plates.values())

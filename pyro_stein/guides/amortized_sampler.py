@@ -250,6 +250,7 @@ class AutoAmortizedSampler(LocalLatentGuide):
         if unknown:
             raise ValueError(f"encoder names plates {sorted(unknown)} that are not data plates of the model ({sorted(structure.plates)})")
         batch = structure.minibatch(self.model, args, kwargs)
+        global_size = LatentLayout(self.global_model(), *args, **kwargs).latent_dim if structure.global_sites else 0
         encoders = {}
         for name, plate in structure.plates.items():
             inputs = self._inputs(plate, batch[name])
@@ -272,7 +273,7 @@ class AutoAmortizedSampler(LocalLatentGuide):
                 body, width, plate.latent_size, hidden=self.hidden_dims[-1], activation=self.activation,
                 init_scale=self.init_scale, input_loc=loc, input_scale=scale,
                 skip_inputs=inputs.shape[-1] if inputs.is_floating_point() else 0,
-                global_size=self._global_size(args, kwargs),
+                global_size=global_size,
             ).to(**options)
         modules = nn.ModuleDict(encoders)
         to_pyro_module_(modules)  # their parameters then go through pyro.param, as SVI needs
@@ -287,11 +288,6 @@ class AutoAmortizedSampler(LocalLatentGuide):
         return rows.observations if plate.observed else rows.indices
 
     # ------------------------------------------------------------------ sampling
-    def _global_size(self, args: tuple, kwargs: dict) -> int:
-        if not self.structure.global_sites:
-            return 0
-        return LatentLayout(self.global_model(), *args, **kwargs).latent_dim
-
     def encode(self, plate: DataPlate, rows: Rows, noise: Tensor, global_latent: Tensor | None = None) -> Tensor:
         """Unconstrained local latents ``(B, latent_size)`` of ``rows`` from noise of that
         shape, given the global latents ``(1, D)`` if any."""
@@ -393,8 +389,9 @@ class AutoAmortizedSampler(LocalLatentGuide):
         for batch in batches:
             for name, plate in self.structure.plates.items():
                 latents, _, _ = self.rsample_local(name, batch[name], num_samples, theta)
+                parts = plate.split_rows(latents)
                 for site in plate.sites:
-                    value = site.rows_to_value(plate.split_rows(latents)[site.name], site.batch_rank)
+                    value = site.rows_to_value(parts[site.name], site.batch_rank)
                     draws.setdefault(site.name, []).append(biject_to(site.support)(value))
         sites = {site.name: site for plate in self.structure.plates.values() for site in plate.sites}
         result = {name: torch.cat(parts, 1 + sites[name].row_index) for name, parts in draws.items()}
